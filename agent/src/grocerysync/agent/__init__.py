@@ -1,0 +1,1 @@
+"""GrocerySync store agent."""

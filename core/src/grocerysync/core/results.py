@@ -1,0 +1,89 @@
+"""Small records that pass between plugins and the pipeline: raw rows, rejections, write results."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Stage = Literal["read", "validate", "map", "write", "delete"]
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One item as read from the POS, keyed by :class:`~grocerysync.core.items.Item` field names.
+
+    ``ref`` says where it came from in words a technician can find ("row 1812", "PLU table id 55").
+    """
+
+    ref: str
+    data: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    """An item that did not go through, and why. ``ref`` points at the source row when known."""
+
+    ref: str
+    reason: str
+    stage: Stage
+    item_id: str | None = None
+
+    def __str__(self) -> str:
+        who = f" (item {self.item_id})" if self.item_id else ""
+        return f"{self.ref}{who}: {self.reason}"
+
+
+@dataclass(slots=True)
+class RawBatch:
+    """A batch of raw records from a POS connector.
+
+    ``rejected`` holds rows the connector could not even turn into a record (a wrong column count, an
+    undecodable line); ``cursor`` is the connector's position after this batch, for incremental reads.
+    """
+
+    records: list[RawRecord] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+    cursor: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """What a destination did with one item: ``ok``, or an ``error`` a technician can act on.
+
+    ``retryable`` marks transient failures (rate limits, timeouts) that the pipeline may try again.
+    """
+
+    item_id: str
+    ok: bool
+    error: str | None = None
+    retryable: bool = False
+
+    @classmethod
+    def success(cls, item_id: str) -> ItemResult:
+        return cls(item_id, True)
+
+    @classmethod
+    def failure(cls, item_id: str, error: str, *, retryable: bool = False) -> ItemResult:
+        return cls(item_id, False, error, retryable)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The answer to "can I reach it?": ``ok`` and a message that says what to do when it is not."""
+
+    ok: bool
+    message: str
+
+    @classmethod
+    def success(cls, message: str = "reachable") -> CheckResult:
+        return cls(True, message)
+
+    @classmethod
+    def failure(cls, message: str) -> CheckResult:
+        return cls(False, message)
+
+
+def results_by_id(results: Sequence[ItemResult]) -> dict[str, ItemResult]:
+    """Index results by item id (the last result for an id wins)."""
+    return {r.item_id: r for r in results}
