@@ -1,0 +1,1 @@
+"""GrocerySync hub: the multi-tenant web app technicians run their stores from."""

@@ -1,0 +1,82 @@
+"""Every task of the workspace: tests, lint, typing, contract, demo, bench."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.sessions = ["tests", "lint", "typing", "contract"]
+nox.options.reuse_existing_virtualenvs = True
+
+PYTHON = "3.11"
+PLUGINS = sorted(
+    str(p.parent.relative_to(ROOT)) for pattern in ("packages/*/pyproject.toml", "contrib/*/pyproject.toml")
+    for p in ROOT.glob(pattern)
+)
+# Folders whose tests run in the `tests` session, each in its own pytest process (their conftests differ).
+TEST_DIRS = ["core/tests", "agent/tests", "hub/tests", *(f"{p}/tests" for p in PLUGINS), "tests"]
+
+
+def _editable(*paths: str) -> list[str]:
+    # Local distributions depend on each other by name; installing them in one resolver call keeps the
+    # resolver from ever looking for them on a package index.
+    args: list[str] = []
+    for path in paths:
+        args += ["-e", path]
+    return args
+
+
+def _install_workspace(session: nox.Session, *extra: str) -> None:
+    session.install(*_editable("core[testing]", "agent", "hub", *PLUGINS), *extra)
+
+
+@nox.session(python=PYTHON)
+def tests(session: nox.Session) -> None:
+    """Run every test suite (core, agent, hub, each plugin, cross-part) against real services."""
+    _install_workspace(session, "pytest-timeout")
+    targets = session.posargs or [d for d in TEST_DIRS if (ROOT / d).is_dir()]
+    for target in targets:
+        session.run("pytest", target, "-p", "no:cacheprovider", "--timeout=300", "-q")
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """Check style and common bugs with ruff."""
+    session.install("ruff")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """Type-check each distribution with mypy (strict)."""
+    _install_workspace(session, "mypy")
+    for package in ["core/src", "agent/src", "hub/src", *(f"{p}/src" for p in PLUGINS)]:
+        session.run("mypy", package)
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("plugin", PLUGINS, ids=[Path(p).name for p in PLUGINS])
+def contract(session: nox.Session, plugin: str) -> None:
+    """Run the contract suites against one plugin, in an environment holding only core and that plugin."""
+    session.install(*_editable("core[testing]", plugin))
+    session.run("pytest", f"{plugin}/tests/test_contract.py", "-p", "no:cacheprovider", "-q")
+
+
+@nox.session(python=PYTHON, default=False)
+def demo(session: nox.Session) -> None:
+    """Export a generated sample catalogue from a CSV POS export to a feed folder and show the summary."""
+    session.install(*_editable("core", "agent", "packages/grocerysync-pos-csv", "packages/grocerysync-dest-folder"))
+    session.run("python", "contrib/demo/demo.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Run the benchmarks; each result is printed as one line `BENCH {json}`."""
+    session.install(
+        *_editable("core", "agent", "packages/grocerysync-pos-csv", "packages/grocerysync-dest-sftp"), "psutil"
+    )
+    session.run("python", "tests/bench/run.py", *session.posargs)
