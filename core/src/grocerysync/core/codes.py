@@ -26,8 +26,11 @@ class GtinStyle(str, enum.Enum):
 
 def check_digit(body: str) -> int:
     """Return the GS1 mod-10 check digit for ``body`` (the code without its check digit)."""
-    # Weights alternate 3, 1, 3, 1 ... from the rightmost digit of the body.
-    total = 3 * sum(map(int, body[::-2])) + sum(map(int, body[-2::-2]))
+    # Weights alternate 3, 1, 3, 1 ... from the rightmost digit of the body. Summing the ASCII bytes and
+    # taking out the '0's afterwards keeps the loop in C: this runs for every item of every export.
+    b = body.encode("ascii")
+    n = len(b)
+    total = 3 * sum(b[::-2]) + sum(b[-2::-2]) - 48 * (3 * ((n + 1) // 2) + n // 2)
     return (10 - total % 10) % 10
 
 
@@ -90,6 +93,9 @@ def normalize_gtin(raw: str, style: GtinStyle = GtinStyle.STRICT) -> str:
     padding and returns the shortest of UPC-A (12), EAN-13 and GTIN-14 that holds the code.
     NO_CHECK_DIGIT strips padding, appends the computed check digit, and returns at least 12 digits.
     """
+    if style is GtinStyle.STRICT and len(raw) in GTIN_LENGTHS and raw.isascii() and raw.isdigit():
+        if check_digit(raw[:-1]) == ord(raw[-1]) - 48:
+            return raw  # the common case, kept fast
     code = _clean(raw)
     if style is GtinStyle.STRICT:
         return _strict(code, raw)

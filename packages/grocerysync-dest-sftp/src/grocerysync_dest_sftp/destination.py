@@ -1,0 +1,200 @@
+"""The ``sftp`` destination: the run's feed is spooled to a local file, then uploaded on commit.
+
+The upload goes to ``.<name>.part`` in ``remote_dir`` and is renamed into place once complete (an
+SFTP posix-rename where the server offers it), so whatever picks files up on the server never sees
+half a file. A dropped, refused or timed-out connection is retried with exponential backoff; each
+attempt starts the upload again from scratch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import posixpath
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import asyncssh
+
+from grocerysync.core.feeds import FeedWriter, feed_file_name, human_size
+from grocerysync.core.items import Item
+from grocerysync.core.records import WriteContext
+from grocerysync.core.results import CheckResult, ItemResult
+from grocerysync_dest_sftp.config import SftpConfig, SftpSecrets
+from grocerysync_dest_sftp.connection import SftpError, connect, describe
+
+log = logging.getLogger(__name__)
+
+_MAX_DELAY = 300.0
+
+
+def _sftp_problem(exc: BaseException, config: SftpConfig, what: str) -> SftpError:
+    """An SFTP status error as one line; lost connections stay retryable."""
+    if isinstance(exc, asyncssh.SFTPError) and not isinstance(exc, asyncssh.SFTPConnectionLost):
+        return SftpError(f"{what} on {config.address} failed for user {config.username!r}: {exc.reason}")
+    return describe(exc, config, SftpSecrets.model_construct(password=None, private_key=None))
+
+
+async def check(config: SftpConfig, secrets: SftpSecrets) -> CheckResult:
+    """Connect, log in, verify the host key, and write and remove a probe file in ``remote_dir``."""
+    try:
+        conn, fingerprint = await connect(config, secrets)
+    except SftpError as exc:
+        return CheckResult.failure(str(exc))
+    remote_dir = config.remote_dir
+    try:
+        async with conn, conn.start_sftp_client() as sftp:
+            try:
+                attrs = await sftp.stat(remote_dir)
+            except asyncssh.SFTPNoSuchFile:
+                return CheckResult.failure(
+                    f"remote_dir {remote_dir} does not exist on {config.address}: create it on the server or "
+                    "correct remote_dir"
+                )
+            if attrs.type != asyncssh.FILEXFER_TYPE_DIRECTORY:
+                return CheckResult.failure(f"remote_dir {remote_dir} on {config.address} is not a folder")
+            probe = posixpath.join(remote_dir, f".grocerysync-probe-{uuid.uuid4().hex[:12]}")
+            try:
+                async with sftp.open(probe, "wb") as handle:
+                    await handle.write(b"probe\n")
+            except asyncssh.SFTPError as exc:
+                return CheckResult.failure(
+                    f"remote_dir {remote_dir} on {config.address} is not writable for user {config.username!r} "
+                    f"({exc.reason}): ask the server's administrator for write access, or use another folder"
+                )
+            try:
+                await sftp.remove(probe)
+            except asyncssh.SFTPError as exc:
+                return CheckResult.failure(
+                    f"user {config.username!r} can create but not delete files in {remote_dir} on {config.address} "
+                    f"({exc.reason}): uploads need rename and delete rights there"
+                )
+    except (OSError, asyncssh.Error) as exc:
+        return CheckResult.failure(str(_sftp_problem(exc, config, f"checking {remote_dir}")))
+    return CheckResult.success(
+        f"logged in to {config.address} as {config.username!r} (host key {fingerprint}); {remote_dir} is writable"
+    )
+
+
+class SftpWriter:
+    """One run's feed: spooled locally by ``write``/``delete``, uploaded by ``commit``."""
+
+    def __init__(self, config: SftpConfig, secrets: SftpSecrets, context: WriteContext) -> None:
+        self.config = config
+        self.secrets = secrets
+        self.name = feed_file_name(config.file_prefix, context.job_name, context.mode, context.run_id, config.format)
+        self.remote_path = posixpath.join(config.remote_dir, self.name)
+        self.remote_part = posixpath.join(config.remote_dir, f".{self.name}.part")
+        self.spool_path = Path(context.work_dir) / f"{self.name}.spool"
+        self._feed = FeedWriter(self.spool_path, config.format)
+        self._committed: str | None = None
+        #: Upload attempts made by the last commit (for the run log and tests).
+        self.attempts = 0
+
+    async def write(self, items: Sequence[Item]) -> list[ItemResult]:
+        """Spool the items (a local file: memory stays bounded)."""
+        self._check_open()
+        return self._feed.write(items)
+
+    async def delete(self, item_ids: Sequence[str]) -> list[ItemResult]:
+        """Spool deletions."""
+        self._check_open()
+        return self._feed.delete(item_ids)
+
+    def _check_open(self) -> None:
+        if self._committed is not None:
+            raise SftpError(f"feed {self.remote_path} is already uploaded; a new run writes a new file")
+
+    async def commit(self) -> str:
+        """Upload the feed (retrying transient failures); return ``"uploaded <path> (<n> items, <size>)"``."""
+        if self._committed is not None:
+            return self._committed
+        self._feed.close()
+        size = self.spool_path.stat().st_size
+        attempts = self.config.max_attempts
+        for attempt in range(1, attempts + 1):
+            self.attempts = attempt
+            try:
+                await self._upload(size, retry=attempt > 1)
+                break
+            except SftpError as exc:
+                if not exc.retryable or attempt == attempts:
+                    raise SftpError(
+                        f"upload of {self.remote_path} to {self.config.address} failed"
+                        f"{f' after {attempt} attempts' if attempt > 1 else ''}: {exc}",
+                        retryable=exc.retryable,
+                    ) from None
+                delay = min(self.config.backoff * 2 ** (attempt - 1), _MAX_DELAY)
+                log.warning(
+                    "upload attempt %d of %d to %s failed: %s; retrying in %.1f s",
+                    attempt,
+                    attempts,
+                    self.config.address,
+                    exc,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        self._committed = f"uploaded {self.remote_path} ({self._feed.summary()})"
+        return self._committed
+
+    async def _upload(self, size: int, *, retry: bool) -> None:
+        conn, _ = await connect(self.config, self.secrets)
+        try:
+            async with conn, conn.start_sftp_client() as sftp:
+                if retry and await _has_size(sftp, self.remote_path, size):
+                    return  # the last attempt renamed the file into place but lost the answer
+                await _remove_quietly(sftp, self.remote_part)
+                try:
+                    await sftp.put(str(self.spool_path), self.remote_part)
+                    uploaded = (await sftp.stat(self.remote_part)).size
+                    if uploaded != size:
+                        raise SftpError(
+                            f"{self.remote_part} holds {uploaded} bytes after the upload, expected {size}",
+                            retryable=True,
+                        )
+                    try:
+                        # Atomic replace, even over a file a previous attempt left under the final name.
+                        await sftp.posix_rename(self.remote_part, self.remote_path)
+                    except asyncssh.SFTPOpUnsupported:
+                        await sftp.rename(self.remote_part, self.remote_path)
+                except BaseException:
+                    await _remove_quietly(sftp, self.remote_part)
+                    raise
+        except SftpError:
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            raise _sftp_problem(exc, self.config, f"uploading {self.remote_path}") from None
+        log.info("uploaded %s to %s (%s)", self.remote_path, self.config.address, human_size(size))
+
+    def discard(self) -> None:
+        """Remove the local spool file."""
+        try:
+            self._feed.discard()
+        except OSError as exc:
+            log.warning("could not remove spool file %s: %s", self.spool_path, exc.strerror or exc)
+
+
+async def _has_size(sftp: asyncssh.SFTPClient, path: str, size: int) -> bool:
+    try:
+        return bool((await sftp.stat(path)).size == size)
+    except asyncssh.SFTPNoSuchFile:
+        return False
+
+
+async def _remove_quietly(sftp: asyncssh.SFTPClient, path: str) -> None:
+    # Not there, or the connection is gone: either way the next attempt cleans up.
+    with contextlib.suppress(asyncssh.SFTPError, OSError):
+        await sftp.remove(path)
+
+
+@asynccontextmanager
+async def open_writer(config: SftpConfig, secrets: SftpSecrets, context: WriteContext) -> AsyncIterator[SftpWriter]:
+    """Open the run's feed; the local spool file is removed on leaving, committed or not."""
+    writer = SftpWriter(config, secrets, context)
+    try:
+        yield writer
+    finally:
+        writer.discard()

@@ -1,0 +1,302 @@
+"""The sftp destination against a real OpenSSH server on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import json
+import logging
+from pathlib import Path
+
+import pytest
+import sshd as sshd_helper
+from grocerysync_dest_sftp import SftpConfig, SftpError, SftpSecrets, check, open_writer
+from grocerysync_dest_sftp.plugin import DESTINATION
+
+from grocerysync.core.config import parse_config
+from grocerysync.core.errors import ConfigError
+from grocerysync.core.items import Item
+from grocerysync.core.records import WriteContext
+
+pytestmark = pytest.mark.sshd
+
+ITEMS = [
+    Item(item_id="A1", gtin="012345678905", name="Cola 12 oz", price="1.25", size="12 fl oz", snap_ebt=True),
+    Item(item_id="B2", plu="4011", name="Bananas", price="0.59", sold_by_weight=True),
+    Item(item_id="C3", name="No code", price="2.00"),
+]
+
+
+def config(server: sshd_helper.SshServer, remote: Path, **over: object) -> SftpConfig:
+    data: dict[str, object] = {
+        "host": server.host,
+        "port": server.port,
+        "username": "root",
+        "remote_dir": str(remote),
+        "host_key_fingerprint": server.host_key_fingerprint,
+        "connect_timeout": 5,
+        "backoff": 0.2,
+    }
+    data.update(over)
+    return parse_config(SftpConfig, {k: v for k, v in data.items() if v is not None}, where="config")
+
+
+def key_secrets(server: sshd_helper.SshServer) -> SftpSecrets:
+    return SftpSecrets(private_key=server.client_key_text)
+
+
+def context(tmp_path: Path, mode: str = "full", run_id: str = "0f3c9a7b-1111") -> WriteContext:
+    work = tmp_path / f"work-{run_id}"
+    work.mkdir(exist_ok=True)
+    return WriteContext(job_name="Main St Instacart", run_id=run_id, mode=mode, work_dir=str(work))  # type: ignore[arg-type]
+
+
+async def test_check_with_key_and_pinned_fingerprint(sshd, remote_dir):
+    result = await check(config(sshd, remote_dir), key_secrets(sshd))
+    assert result.ok, result.message
+    assert sshd.host_key_fingerprint in result.message
+    assert list(remote_dir.iterdir()) == []  # the probe file is gone
+
+
+async def test_check_with_known_hosts_file(sshd, remote_dir):
+    cfg = config(sshd, remote_dir, host_key_fingerprint=None, known_hosts=str(sshd.known_hosts_path))
+    assert (await check(cfg, key_secrets(sshd))).ok
+
+
+async def test_wrong_fingerprint_is_refused_and_shows_the_servers(sshd, remote_dir):
+    result = await check(config(sshd, remote_dir, host_key_fingerprint="SHA256:" + "A" * 43), key_secrets(sshd))
+    assert not result.ok
+    assert "host key mismatch" in result.message
+    assert sshd.host_key_fingerprint in result.message  # what to pin, if the change is genuine
+    assert "\n" not in result.message
+
+
+async def test_host_missing_from_known_hosts_says_how_to_add_it(sshd, remote_dir, tmp_path):
+    known = tmp_path / "known_hosts"
+    known.write_text("[otherhost]:22 " + sshd.host_pub_line + "\n")
+    result = await check(config(sshd, remote_dir, host_key_fingerprint=None, known_hosts=str(known)), key_secrets(sshd))
+    assert not result.ok
+    assert "unknown" in result.message
+    assert "ssh-keyscan" in result.message
+    assert sshd.host_key_fingerprint in result.message
+
+
+async def test_changed_key_in_known_hosts_is_a_mismatch(sshd, remote_dir, tmp_path):
+    other = tmp_path / "other_key"
+    sshd_helper.keygen(other)
+    pub = (tmp_path / "other_key.pub").read_text().split()
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{sshd.host}]:{sshd.port} {pub[0]} {pub[1]}\n")
+    result = await check(config(sshd, remote_dir, host_key_fingerprint=None, known_hosts=str(known)), key_secrets(sshd))
+    assert not result.ok
+    assert "mismatch" in result.message
+    assert str(known) in result.message
+
+
+async def test_missing_known_hosts_file_is_named(sshd, remote_dir, tmp_path):
+    missing = tmp_path / "nope" / "known_hosts"
+    result = await check(
+        config(sshd, remote_dir, host_key_fingerprint=None, known_hosts=str(missing)), key_secrets(sshd)
+    )
+    assert not result.ok
+    assert str(missing) in result.message
+    assert "does not exist" in result.message
+
+
+async def test_unknown_key_is_refused_without_leaking_it(sshd, remote_dir, tmp_path):
+    stranger = sshd_helper.keygen(tmp_path / "stranger")
+    result = await check(config(sshd, remote_dir), SftpSecrets(private_key=stranger))
+    assert not result.ok
+    assert "authentication refused for user 'root'" in result.message
+    assert "public key" in result.message
+    assert "PRIVATE KEY" not in result.message
+
+
+async def test_encrypted_key_with_passphrase_logs_in(sshd, remote_dir, tmp_path):
+    text = sshd_helper.keygen(tmp_path / "locked", passphrase="open sesame")
+    authorized = sshd.workdir / "authorized_keys"
+    original = authorized.read_text()
+    authorized.write_text(original + (tmp_path / "locked.pub").read_text())
+    try:
+        secrets = SftpSecrets(private_key=text, private_key_passphrase="open sesame")
+        assert (await check(config(sshd, remote_dir), secrets)).ok
+    finally:
+        authorized.write_text(original)
+    with pytest.raises(ConfigError) as err:
+        parse_config(SftpSecrets, {"private_key": text, "private_key_passphrase": "wrong"}, where="secrets")
+    assert err.value.errors[0]["field"] == "secrets.private_key"
+    assert "wrong" not in str(err.value)
+    assert "open sesame" not in str(err.value)
+
+
+async def test_password_login(sshd, password_user, tmp_path):
+    if password_user is None:
+        pytest.skip("password logins need a throwaway local account, which only root can create")
+    cfg = config(sshd, password_user.home, username=password_user.name)
+    assert (await check(cfg, SftpSecrets(password=password_user.password))).ok
+    result = await check(cfg, SftpSecrets(password="not-" + password_user.password))
+    assert not result.ok
+    assert "password" in result.message
+    assert password_user.password not in result.message
+
+
+async def test_missing_remote_dir(sshd, tmp_path):
+    result = await check(config(sshd, tmp_path / "absent"), key_secrets(sshd))
+    assert not result.ok
+    assert "does not exist" in result.message
+    assert "absent" in result.message
+
+
+async def test_unwritable_remote_dir(sshd, password_user, tmp_path):
+    if password_user is None:
+        pytest.skip("needs a non-root account (root may write anywhere)")
+    result = await check(config(sshd, "/", username=password_user.name), SftpSecrets(password=password_user.password))
+    assert not result.ok
+    assert "not writable" in result.message
+
+
+async def test_connection_refused_is_one_line():
+    cfg = SftpConfig(
+        host="127.0.0.1",
+        port=sshd_helper.free_port(),
+        username="u",
+        remote_dir="/in",
+        host_key_fingerprint="SHA256:" + "A" * 43,
+        connect_timeout=3,
+    )
+    result = await check(cfg, SftpSecrets(password="pw"))
+    assert not result.ok
+    assert result.message.startswith(f"connection to 127.0.0.1:{cfg.port} refused")
+    assert "\n" not in result.message
+    assert "pw" not in result.message
+
+
+async def test_dns_failure_is_named():
+    cfg = SftpConfig(
+        host="no-such-host.invalid", username="u", remote_dir="/in", host_key_fingerprint="SHA256:" + "A" * 43
+    )
+    result = await check(cfg, SftpSecrets(password="pw"))
+    assert not result.ok
+    assert "cannot resolve host name 'no-such-host.invalid'" in result.message
+
+
+def names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir())
+
+
+def read_csv(path: Path) -> list[dict[str, str]]:
+    return list(csv.DictReader(io.StringIO(path.read_text())))
+
+
+async def test_full_csv_feed_lands_complete(sshd, remote_dir, tmp_path):
+    cfg = config(sshd, remote_dir, file_prefix="s12_")
+    async with DESTINATION.open(cfg, key_secrets(sshd), context(tmp_path)) as writer:
+        results = await writer.write(ITEMS)
+        line = await writer.commit()
+    assert [r.ok for r in results] == [True, True, False]
+    assert "lookup code" in (results[2].error or "")
+    files = list(remote_dir.iterdir())
+    assert len(files) == 1
+    assert files[0].name.startswith("s12_main-st-instacart_full_")
+    assert files[0].suffix == ".csv"
+    assert line.startswith(f"uploaded {remote_dir}/{files[0].name} (2 items, ")
+    rows = read_csv(files[0])
+    assert [(r["retailer_reference_code"], r["lookup_code"], r["price"]) for r in rows] == [
+        ("A1", "012345678905", "1.25"),
+        ("B2", "4011", "0.59"),
+    ]
+    assert rows[1]["cost_unit"] == "lb"
+    assert rows[0]["snap_eligible"] == "TRUE"
+    assert names(Path(context(tmp_path).work_dir)) == []  # the spool file is gone
+
+
+async def test_delta_jsonl_feed_with_deletions(sshd, remote_dir, tmp_path):
+    cfg = config(sshd, remote_dir, format="jsonl")
+    async with DESTINATION.open(cfg, key_secrets(sshd), context(tmp_path, "delta")) as writer:
+        await writer.write(ITEMS[:2])
+        await writer.delete(["Z9"])
+        await writer.commit()
+    (feed,) = remote_dir.iterdir()
+    assert "_delta_" in feed.name
+    assert feed.suffix == ".jsonl"
+    lines = [json.loads(x) for x in feed.read_text().splitlines()]
+    assert [Item.model_validate(x["item"]) for x in lines[:2]] == ITEMS[:2]
+    assert lines[2] == {"op": "delete", "item_id": "Z9"}
+
+
+async def test_names_are_unique_across_runs(sshd, remote_dir, tmp_path):
+    cfg = config(sshd, remote_dir)
+    for run in ("aaaaaaaa-1", "bbbbbbbb-2"):
+        async with DESTINATION.open(cfg, key_secrets(sshd), context(tmp_path, run_id=run)) as writer:
+            await writer.write(ITEMS[:1])
+            await writer.commit()
+    assert len({p.name for p in remote_dir.iterdir()}) == 2
+
+
+async def test_abort_without_commit_leaves_nothing(sshd, remote_dir, tmp_path):
+    ctx = context(tmp_path)
+
+    async def cancelled_run() -> None:
+        async with DESTINATION.open(config(sshd, remote_dir), key_secrets(sshd), ctx) as writer:
+            await writer.write(ITEMS)
+            raise RuntimeError("the run was cancelled")
+
+    with pytest.raises(RuntimeError):
+        await cancelled_run()
+    assert names(remote_dir) == []
+    assert names(Path(ctx.work_dir)) == []
+
+
+async def test_upload_is_atomic_and_replaces_a_leftover_part(sshd, remote_dir, tmp_path):
+    ctx = context(tmp_path)
+    async with open_writer(config(sshd, remote_dir), key_secrets(sshd), ctx) as writer:
+        (remote_dir / f".{writer.name}.part").write_text("half a file from a dropped upload")
+        await writer.write(ITEMS[:2])
+        await writer.commit()
+    names = sorted(p.name for p in remote_dir.iterdir())
+    assert names == [writer.name]  # no .part left
+    assert len(read_csv(remote_dir / writer.name)) == 2
+
+
+class _Attempts(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.failed = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if "upload attempt 1 of" in record.getMessage():
+            self.failed.set()
+
+
+async def test_upload_retries_until_the_server_is_back(sshd, remote_dir, tmp_path):
+    cfg = config(sshd, remote_dir, backoff=0.5, max_attempts=8)
+    handler = _Attempts()
+    logger = logging.getLogger("grocerysync_dest_sftp.destination")
+    logger.addHandler(handler)
+    try:
+        async with open_writer(cfg, key_secrets(sshd), context(tmp_path)) as writer:
+            await writer.write(ITEMS[:2])
+            sshd.stop()
+            upload = asyncio.create_task(writer.commit())
+            await asyncio.wait_for(handler.failed.wait(), 30)
+            await asyncio.to_thread(sshd.start)
+            line = await upload
+    finally:
+        logger.removeHandler(handler)
+    assert writer.attempts >= 2
+    assert line.startswith("uploaded ")
+    (feed,) = remote_dir.iterdir()
+    assert len(read_csv(feed)) == 2
+
+
+async def test_unreachable_server_fails_commit_with_one_line(sshd, remote_dir, tmp_path):
+    cfg = config(sshd, remote_dir, port=sshd_helper.free_port(), max_attempts=2, backoff=0)
+    async with open_writer(cfg, key_secrets(sshd), context(tmp_path)) as writer:
+        await writer.write(ITEMS[:1])
+        with pytest.raises(SftpError) as err:
+            await writer.commit()
+    assert "after 2 attempts" in str(err.value)
+    assert "refused" in str(err.value)
+    assert err.value.retryable
+    assert "\n" not in str(err.value)
