@@ -7,6 +7,7 @@ Money and quantities are :class:`~decimal.Decimal`, never float. Barcodes are ve
 from __future__ import annotations
 
 import enum
+import functools
 import re
 from datetime import datetime
 from decimal import Decimal
@@ -17,6 +18,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    ModelWrapValidatorHandler,
     StringConstraints,
     model_validator,
 )
@@ -90,21 +92,28 @@ class Size(BaseModel):
     value: Annotated[Decimal, Field(gt=0, le=Decimal("1000000"))]
     unit: SizeUnit
 
-    @model_validator(mode="before")
+    @model_validator(mode="wrap")
     @classmethod
-    def _parse_text(cls, data: Any) -> Any:
-        if not isinstance(data, str):
-            return data
-        match = _SIZE_RE.match(data)
-        if not match:
-            raise ValueError(f"size {data!r} is not a number followed by a unit, like '12 oz'")
-        value, unit_text = match.groups()
-        unit = _UNIT_ALIASES.get((unit_text or "each").strip().lower().rstrip("."))
-        if unit is None:
-            unit = _UNIT_ALIASES.get((unit_text or "").strip().lower())
-        if unit is None:
-            raise ValueError(f"size unit {unit_text!r} is not known; use one of {', '.join(u.value for u in SizeUnit)}")
-        return {"value": value.replace(",", "."), "unit": unit}
+    def _parse_text(cls, data: Any, handler: ModelWrapValidatorHandler[Size]) -> Size:
+        if isinstance(data, str):
+            # A catalogue repeats a few hundred sizes over and over; Size is frozen, so one instance per text
+            # can be shared by every item that has it.
+            return _size_from_text(data)
+        return handler(data)
+
+
+@functools.lru_cache(maxsize=4096)
+def _size_from_text(text: str) -> Size:
+    match = _SIZE_RE.match(text)
+    if not match:
+        raise ValueError(f"size {text!r} is not a number followed by a unit, like '12 oz'")
+    value, unit_text = match.groups()
+    unit = _UNIT_ALIASES.get((unit_text or "each").strip().lower().rstrip("."))
+    if unit is None:
+        unit = _UNIT_ALIASES.get((unit_text or "").strip().lower())
+    if unit is None:
+        raise ValueError(f"size unit {unit_text!r} is not known; use one of {', '.join(u.value for u in SizeUnit)}")
+    return Size(value=Decimal(value.replace(",", ".")), unit=unit)
 
 
 class Sale(BaseModel):

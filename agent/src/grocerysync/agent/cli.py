@@ -1,0 +1,212 @@
+"""The ``grocerysync-agent`` command line.
+
+``export JOB.json`` runs one export (exit 0 succeeded, 1 partially failed, 2 failed or could not run);
+``plugins`` lists the installed plugins and any that failed to load. Every expected problem is one line
+on stderr; ``--debug`` adds the traceback and the agent's log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+import orjson
+from pydantic import ValidationError
+
+from grocerysync.agent import paths
+from grocerysync.agent.pipeline import run_export
+from grocerysync.agent.summary import Progress
+from grocerysync.core.config import field_errors
+from grocerysync.core.errors import GrocerySyncError
+from grocerysync.core.jobs import JobSpec
+from grocerysync.core.manager import PluginManager
+
+EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
+_EXIT = {"succeeded": EXIT_OK, "partially_failed": EXIT_PARTIAL, "failed": EXIT_FAILED}
+
+
+class UsageError(GrocerySyncError):
+    """A problem with what the command was given (a missing or malformed job file)."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser (exposed for documentation and tests)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks and the agent's log"
+    )
+    parser = argparse.ArgumentParser(
+        prog="grocerysync-agent",
+        description="GrocerySync store agent: export items from this store's POS to its e-commerce platforms.",
+        parents=[common],
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    export = commands.add_parser(
+        "export",
+        parents=[common],
+        help="run one export job",
+        description="Run one export job. Exit status: 0 succeeded, 1 partially failed, 2 failed or could not run.",
+    )
+    export.add_argument("job", type=Path, metavar="JOB.json", help="the job file (source, destination, mapping, ...)")
+    export.add_argument("--dry-run", action="store_true", help="send nothing; write what would be sent to a preview")
+    export.add_argument("--full", action="store_true", help="send every item, not only what changed")
+    export.add_argument("--json", action="store_true", help="print the run summary as JSON")
+    export.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"where delta state and run files are kept (default: ${paths.HOME_ENV} or {paths.default_state_dir()})",
+    )
+    plugins = commands.add_parser("plugins", parents=[common], help="list installed plugins")
+    plugins.add_argument("--json", action="store_true", help="print the list as JSON")
+    return parser
+
+
+def load_job(path: Path) -> JobSpec:
+    """Read and validate a job file; UsageError with line/column or the bad fields otherwise."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"job file {path} does not exist; give the path of a job JSON file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read job file {path}: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"job file {path} is not valid JSON: {exc.msg} at line {exc.lineno}, column {exc.colno}; fix it there"
+        ) from None
+    try:
+        return JobSpec.model_validate(data)
+    except ValidationError as exc:
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in field_errors(exc))
+        raise UsageError(f"invalid job in {path}: {detail}") from None
+
+
+class _Bar:
+    """A tqdm counter on stderr (only when stderr is a terminal)."""
+
+    def __init__(self, job: str) -> None:
+        from tqdm import tqdm  # imported here: only interactive runs pay for it
+
+        self._bar = tqdm(desc=f"export {job}", unit=" items", file=sys.stderr, dynamic_ncols=True, leave=False)
+
+    def __call__(self, p: Progress) -> None:
+        self._bar.update(p.read - self._bar.n)
+        self._bar.set_postfix_str(
+            f"{p.phase}: sent {p.sent}, unchanged {p.unchanged}, rejected {p.rejected}, failed {p.failed}",
+            refresh=False,
+        )
+
+    def close(self) -> None:
+        self._bar.close()
+
+
+def _export(args: argparse.Namespace, manager: Callable[[], PluginManager], out: TextIO, err: TextIO) -> int:
+    job = load_job(args.job)
+    state_dir = paths.ensure_private_dir(args.state_dir or paths.default_state_dir())
+    bar = _Bar(job.name) if err.isatty() and not args.json else None
+    try:
+        summary = asyncio.run(
+            run_export(job, plugins=manager(), state_dir=state_dir, full=args.full, dry_run=args.dry_run, progress=bar)
+        )
+    finally:
+        if bar is not None:
+            bar.close()
+    if args.json:
+        out.write(summary.to_json() + "\n")
+    elif summary.status != "failed" or summary.read:
+        out.write(summary.format_text() + "\n")
+    if summary.error:
+        err.write(f"grocerysync-agent: error: {summary.error}\n")
+        if getattr(args, "debug", False) and summary.exception is not None:
+            traceback.print_exception(summary.exception, file=err)
+    return _EXIT[summary.status]
+
+
+def _plugins(args: argparse.Namespace, manager: Callable[[], PluginManager], out: TextIO, err: TextIO) -> int:
+    pm = manager()
+    infos = pm.infos()
+    failures = list(pm.failures)
+    if args.json:
+        doc: dict[str, Any] = {
+            "plugins": [
+                {"kind": i.kind, "name": i.name, "distribution": i.distribution, "version": i.version} for i in infos
+            ],
+            "failures": [
+                {"entry_point": f.entry_point, "distribution": f.distribution, "error": f.error} for f in failures
+            ],
+        }
+        out.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        if not infos:
+            out.write("no plugins installed\n")
+        else:
+            rows = [("KIND", "NAME", "DISTRIBUTION", "VERSION")] + [
+                (i.kind, i.name, i.distribution, i.version) for i in infos
+            ]
+            widths = [max(len(r[c]) for r in rows) for c in range(3)]
+            for r in rows:
+                out.write(f"{r[0]:<{widths[0]}}  {r[1]:<{widths[1]}}  {r[2]:<{widths[2]}}  {r[3]}\n")
+        for f in failures:
+            err.write(f"grocerysync-agent: warning: {f}\n")
+    return EXIT_PARTIAL if failures else EXIT_OK
+
+
+def _configure_logging(debug: bool, err: TextIO) -> None:
+    root = logging.getLogger("grocerysync")
+    if debug:
+        handler: logging.Handler = logging.StreamHandler(err)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        root.setLevel(logging.DEBUG)
+    else:
+        # Everything a person needs is in the one-line error and the summary; without a handler Python
+        # would print log records (and tracebacks) to stderr on its own.
+        handler = logging.NullHandler()
+    for old in [h for h in root.handlers if getattr(h, "_grocerysync_cli", False)]:
+        root.removeHandler(old)
+    handler._grocerysync_cli = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+
+
+def main(
+    argv: Sequence[str] | None = None,
+    *,
+    plugins: PluginManager | None = None,
+    stdout: TextIO | None = None,
+    stderr: TextIO | None = None,
+) -> int:
+    """Run the command line; return the exit status.
+
+    ``plugins`` injects a plugin manager (tests, embedding) instead of loading the installed entry points.
+    """
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse has already printed the usage line
+        return exc.code if isinstance(exc.code, int) else EXIT_FAILED
+    debug = bool(getattr(args, "debug", False))
+    _configure_logging(debug, err)
+
+    def manager() -> PluginManager:
+        return plugins if plugins is not None else PluginManager()
+
+    command = _export if args.command == "export" else _plugins
+    try:
+        return command(args, manager, out, err)
+    except GrocerySyncError as exc:
+        err.write(f"grocerysync-agent: error: {exc}\n")
+        if debug:
+            traceback.print_exc(file=err)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        err.write("grocerysync-agent: interrupted; nothing from the unfinished run was recorded\n")
+        return 130

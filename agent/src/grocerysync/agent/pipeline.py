@@ -1,0 +1,435 @@
+"""The export pipeline: POS batches -> delta check -> validation -> mapping, filters and transforms ->
+destination writes (with retries) -> removals -> commit -> delta store update.
+
+:func:`run_export` is the one code path for both the ``grocerysync-agent export`` command and the runs
+the hub dispatches. It never raises for an expected problem: the returned :class:`RunSummary` says what
+failed and what to do.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from grocerysync.agent import paths
+from grocerysync.agent.fingerprint import job_fingerprint, record_hash
+from grocerysync.agent.mapping import ItemShaper
+from grocerysync.agent.sending import PreviewWriter, send_with_retry
+from grocerysync.agent.state import FILTERED, StateStore
+from grocerysync.agent.summary import Problems, Progress, RunSummary
+from grocerysync.core.config import parse_config
+from grocerysync.core.errors import DestinationError, GrocerySyncError, PluginError, SourceError
+from grocerysync.core.items import Item
+from grocerysync.core.jobs import JobSpec
+from grocerysync.core.manager import PluginManager
+from grocerysync.core.records import Destination, DestinationWriter, PosConnector, ReadRequest, WriteContext
+from grocerysync.core.results import RawBatch, RawRecord, Rejection
+from grocerysync.core.validation import validate_records
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[Progress], None]
+Transform = Callable[[list[Item]], list[Item]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """A job with its plugins looked up and every plugin configuration validated."""
+
+    connector: PosConnector
+    source_config: Any
+    destination: Destination
+    destination_config: Any
+    destination_secrets: Any
+    transforms: list[tuple[str, Transform]]
+
+
+def resolve(job: JobSpec, plugins: PluginManager) -> _Plan:
+    """Look up the job's plugins and validate their configurations; raise before anything is read.
+
+    Raises PluginError for a plugin that is not installed and ConfigError naming each bad field.
+    """
+    connector = plugins.pos_connector(job.source.plugin)
+    destination = plugins.destination(job.destination.plugin)
+    source_config = parse_config(connector.config_model, job.source.config, where="source.config")
+    destination_config = parse_config(destination.config_model, job.destination.config, where="destination.config")
+    secrets = parse_config(destination.secrets_model, job.destination.secret_values(), where="destination.secrets")
+    transforms: list[tuple[str, Transform]] = []
+    for index, spec in enumerate(job.transforms):
+        record = plugins.transform(spec.plugin)
+        config = parse_config(record.config_model, spec.config, where=f"transforms[{index}].config")
+        try:
+            transforms.append((spec.plugin, record.build(config)))
+        except GrocerySyncError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"transform {spec.plugin!r} ({record.plugin}) could not be set up: {type(exc).__name__}: {exc}"
+            ) from exc
+    return _Plan(connector, source_config, destination, destination_config, secrets, transforms)
+
+
+async def run_export(
+    job: JobSpec,
+    *,
+    plugins: PluginManager,
+    state_dir: Path,
+    run_id: str | None = None,
+    full: bool = False,
+    dry_run: bool = False,
+    progress: ProgressCallback | None = None,
+    retry_delay: float = 0.5,
+) -> RunSummary:
+    """Run one export and return its summary (status ``succeeded``, ``partially_failed`` or ``failed``).
+
+    ``full`` (or ``job.options.mode == "full"``) re-sends every item and refreshes the delta store;
+    ``dry_run`` (or ``job.options.dry_run``) sends nothing, leaves the store untouched and writes what it
+    would send to a preview file. ``retry_delay`` is the first backoff delay in seconds.
+    """
+    started = time.perf_counter()
+    full = full or job.options.mode == "full"
+    dry_run = dry_run or job.options.dry_run
+    summary = RunSummary(
+        job=job.name,
+        run_id=run_id or paths.new_run_id(),
+        mode="full" if full else "delta",
+        dry_run=dry_run,
+        started_at=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    log.info("export %r run %s started (%s%s)", job.name, summary.run_id, summary.mode, ", dry run" if dry_run else "")
+    try:
+        plan = resolve(job, plugins)
+        await _Run(job, plan, summary, state_dir, full, progress, retry_delay).execute()
+    except GrocerySyncError as exc:
+        summary.status = "failed"
+        summary.error = str(exc)
+        summary.exception = exc
+    except Exception as exc:
+        # A defect, not a user error: report it in the summary; the CLI's --debug shows the traceback.
+        summary.status = "failed"
+        summary.error = f"internal error: {type(exc).__name__}: {exc}"
+        summary.exception = exc
+        log.exception("export %r run %s crashed", job.name, summary.run_id)
+    duration = time.perf_counter() - started
+    summary.duration_s = round(duration, 3)
+    summary.items_per_s = round(summary.read / duration, 1) if duration > 0 else 0.0
+    if progress is not None:
+        progress(summary.progress("done"))
+    log.info(
+        "export %r run %s %s: read %d, sent %d, unchanged %d, rejected %d, failed %d, removed %d",
+        job.name, summary.run_id, summary.status, summary.read, summary.sent, summary.unchanged,
+        summary.rejected, summary.failed, summary.removed,
+    )  # fmt: skip
+    return summary
+
+
+class _Run:
+    """One run's moving parts; :meth:`execute` is the pipeline."""
+
+    def __init__(
+        self,
+        job: JobSpec,
+        plan: _Plan,
+        summary: RunSummary,
+        state_dir: Path,
+        full: bool,
+        progress: ProgressCallback | None,
+        retry_delay: float,
+    ) -> None:
+        self.job = job
+        self.plan = plan
+        self.summary = summary
+        self.full = full
+        self.progress = progress
+        self.retry_delay = retry_delay
+        self.options = job.options
+        self.state_path = paths.job_dir(state_dir, job.name) / "state.sqlite"
+        self.run_dir = paths.run_dir(state_dir, job.name, summary.run_id)
+        summary.run_dir = str(self.run_dir)
+        self.problems = Problems(summary, self.run_dir)
+        self.shaper = ItemShaper(job.mapping, job.filters)
+        self.guard_tripped = False
+        # Items waiting for the destination, gathered across POS batches so that a run where few items
+        # changed still writes full batches: key -> (ref, hash).
+        self.buffer: list[Item] = []
+        self.buffer_meta: dict[str, tuple[str, bytes]] = {}
+
+    async def execute(self) -> None:
+        summary, plan = self.summary, self.plan
+        fingerprint = job_fingerprint(self.job)
+        with StateStore(self.state_path, read_only=summary.dry_run, job_name=self.job.name) as state:
+            self.state = state
+            stored = state.get_meta("fingerprint")
+            refresh = self.full or stored != fingerprint
+            if stored is not None and stored != fingerprint and not self.full:
+                summary.warnings.append(
+                    "the job's mapping, filters, transforms or destination changed since the last run: "
+                    "every item is sent again"
+                )
+            cursor = state.get_meta("cursor") if plan.connector.supports_incremental and not refresh else None
+            self.refresh = refresh
+            try:
+                async with AsyncExitStack() as stack:
+                    writer = await self._open(stack)
+                    last_cursor = await self._read_and_send(writer, ReadRequest(self.options.batch_size, cursor))
+                    if cursor is None:  # only a full read shows what is gone
+                        await self._removals(writer)
+                    self._report("committing")
+                    summary.commit = await self._call(writer.commit, "commit")
+                if not summary.dry_run:
+                    keep_cursor = last_cursor if plan.connector.supports_incremental else None
+                    state.commit_run(fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh)
+            finally:
+                self.problems.close()
+        if summary.failed and not (summary.sent or summary.removed or summary.unchanged):
+            summary.status = "failed"
+            summary.error = f"the destination accepted none of the {summary.failed} items sent; see the failures"
+        elif summary.failed or summary.rejected or self.guard_tripped:
+            summary.status = "partially_failed"
+        else:
+            summary.status = "succeeded"
+
+    async def _open(self, stack: AsyncExitStack) -> DestinationWriter:
+        summary = self.summary
+        if summary.dry_run:
+            preview = PreviewWriter(self.run_dir / "preview.jsonl")
+            stack.callback(preview.close)
+            summary.preview_path = str(preview.path)
+            return preview
+        plan = self.plan
+        work = paths.ensure_private_dir(self.run_dir / "work")
+        context = WriteContext(self.job.name, summary.run_id, "full" if self.full else "delta", str(work))
+        name = plan.destination.name
+        try:
+            manager = plan.destination.open(plan.destination_config, plan.destination_secrets, context)
+            writer: DestinationWriter = await stack.enter_async_context(manager)
+        except GrocerySyncError:
+            raise
+        except Exception as exc:
+            raise DestinationError(
+                f"destination {name!r} could not be opened: {type(exc).__name__}: {exc}; check that it is "
+                "reachable and its settings are right (try the plugin's check)"
+            ) from exc
+        return writer
+
+    async def _call(self, fn: Callable[[], Any], what: str) -> Any:
+        name = self.plan.destination.name
+        try:
+            return await fn()
+        except GrocerySyncError:
+            raise
+        except Exception as exc:
+            raise DestinationError(f"destination {name!r} failed at {what}: {type(exc).__name__}: {exc}") from exc
+
+    def _report(self, phase: Any) -> None:
+        if self.progress is not None:
+            self.progress(self.summary.progress(phase))
+
+    # -- reading ---------------------------------------------------------------------------
+
+    async def _batches(self, request: ReadRequest) -> AsyncIterator[RawBatch]:
+        connector = self.plan.connector
+        iterator = aiter(connector.read(self.plan.source_config, request))
+        try:
+            while True:
+                try:
+                    batch = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+                except GrocerySyncError:
+                    raise
+                except Exception as exc:
+                    raise SourceError(
+                        f"POS connector {connector.name!r} failed while reading: {type(exc).__name__}: {exc}"
+                    ) from exc
+                yield batch
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                await close()
+
+    async def _read_and_send(self, writer: DestinationWriter, request: ReadRequest) -> str | None:
+        summary, state, problems = self.summary, self.state, self.problems
+        last_cursor: str | None = None
+        seq = 0
+        async for batch in self._batches(request):
+            if batch.cursor is not None:
+                last_cursor = batch.cursor
+            if batch.rejected:
+                summary.read += len(batch.rejected)
+                problems.reject(batch.rejected)
+            records = batch.records
+            summary.read += len(records)
+            # Key every record; the later of two rows with one item_id is rejected, naming both rows.
+            by_key: dict[str, RawRecord] = {}
+            unkeyed: list[RawRecord] = []
+            duplicates: list[Rejection] = []
+            for record in records:
+                raw = record.data.get("item_id")
+                key = raw.strip() if isinstance(raw, str) else None if raw is None else str(raw).strip()
+                if not key:
+                    unkeyed.append(record)  # validation rejects it, saying item_id is missing
+                elif key in by_key:
+                    duplicates.append(_duplicate(record, key, by_key[key].ref))
+                else:
+                    by_key[key] = record
+            rows = [(key, seq + n, record.ref) for n, (key, record) in enumerate(by_key.items(), 1)]
+            seq += len(rows)
+            for key, earlier_ref in state.mark_seen(rows).items():
+                duplicates.append(_duplicate(by_key.pop(key), key, earlier_ref))
+            if duplicates:
+                problems.reject(duplicates)
+
+            hashes = {key: record_hash(record.data) for key, record in by_key.items()}
+            if self.refresh:
+                changed = list(by_key.values())
+            else:
+                known = state.lookup(list(by_key))
+                changed = []
+                unchanged = 0
+                for key, digest in hashes.items():
+                    stored = known.get(key)
+                    if stored == digest:
+                        unchanged += 1
+                    elif stored is not None and stored == FILTERED + digest:
+                        summary.filtered += 1  # known to be filtered out, and still the same
+                    else:
+                        changed.append(by_key[key])
+                summary.unchanged += unchanged
+            if unkeyed:
+                changed.extend(unkeyed)
+            if changed:
+                await self._process(writer, changed, by_key, hashes)
+            self._report("reading")
+        await self._flush(writer)
+        return last_cursor
+
+    async def _process(
+        self,
+        writer: DestinationWriter,
+        changed: list[RawRecord],
+        by_key: dict[str, RawRecord],
+        hashes: dict[str, bytes],
+    ) -> None:
+        items, rejections = validate_records(changed)
+        if rejections:
+            self.problems.reject(rejections)
+        kept, dropped, failed = self.shaper.apply(items)
+        if failed:
+            self.problems.reject(
+                [Rejection(by_key[i.item_id].ref, why, "map", i.item_id) for i, why in failed if i.item_id in by_key]
+            )
+        for name, transform in self.plan.transforms:
+            if not kept:
+                break
+            before = kept
+            try:
+                kept = list(transform(kept))
+            except GrocerySyncError:
+                raise
+            except Exception as exc:
+                raise PluginError(
+                    f"transform {name!r} failed on a batch: {type(exc).__name__}: {exc}; fix it or remove it "
+                    "from the job's transforms"
+                ) from exc
+            if len(kept) != len(before):
+                left = {i.item_id for i in kept}
+                dropped.extend(i for i in before if i.item_id not in left)
+        if dropped:
+            self.summary.filtered += len(dropped)
+            keys = [i.item_id for i in dropped if i.item_id in hashes]
+            self.state.mark_dropped(keys)
+            self.state.stage([(k, FILTERED + hashes[k], 0) for k in keys])
+        for item in kept:
+            key = item.item_id
+            record = by_key.get(key)
+            self.buffer_meta[key] = (record.ref if record else f"item {key}", hashes.get(key, b""))
+        self.buffer.extend(kept)
+        if len(self.buffer) >= self.options.batch_size:
+            await self._flush(writer)
+
+    async def _flush(self, writer: DestinationWriter) -> None:
+        size = self.options.batch_size
+        while self.buffer:
+            batch, self.buffer = self.buffer[:size], self.buffer[size:]
+            meta = self.buffer_meta
+            ok, failed = await send_with_retry(
+                writer.write,
+                batch,
+                _item_key,
+                what=f"destination {self.plan.destination.name!r} write",
+                max_attempts=self.options.max_attempts,
+                base_delay=self.retry_delay,
+            )
+            self.summary.sent += len(ok)
+            self.state.stage([(k, meta[k][1], 1) for k in ok if meta[k][1]])
+            for key, error in failed:
+                self.problems.fail(meta[key][0], key, "write", error)
+            for item in batch:
+                meta.pop(item.item_id, None)
+
+    # -- removals ----------------------------------------------------------------------------
+
+    async def _removals(self, writer: DestinationWriter) -> None:
+        summary, state, options = self.summary, self.state, self.options
+        candidates = state.count_removals()
+        if not candidates:
+            return
+        destination = self.plan.destination
+        if not options.send_removals:
+            summary.removals_skipped = f"{candidates} items are gone from the POS, but the job has send_removals off"
+            return
+        if not destination.supports_delete:
+            summary.removals_skipped = (
+                f"{candidates} items are gone from the POS, but destination {destination.name!r} cannot delete "
+                "items; remove them on the platform by hand"
+            )
+            return
+        known = state.count_known()
+        ratio = candidates / known if known else 1.0
+        if ratio > options.max_removal_ratio:
+            self.guard_tripped = True
+            summary.removals_skipped = (
+                f"refused to remove {candidates} of the {known} items online ({ratio:.0%}), more than the job's "
+                f"limit of {options.max_removal_ratio:.0%}: the POS export may be empty or truncated. Check the "
+                "POS export; if these items really are gone, raise options.max_removal_ratio for one run"
+            )
+            summary.warnings.append(summary.removals_skipped)
+            return
+        self._report("removing")
+        for keys in state.iter_removals(options.batch_size):
+            ok, failed = await send_with_retry(
+                writer.delete,
+                keys,
+                str,
+                what=f"destination {destination.name!r} delete",
+                max_attempts=options.max_attempts,
+                base_delay=self.retry_delay,
+            )
+            state.stage_removed(ok)
+            summary.removed += len(ok)
+            for key, error in failed:
+                self.problems.fail(f"removal of item {key}", key, "delete", error)
+            self._report("removing")
+
+
+def _item_key(item: Item) -> str:
+    return item.item_id
+
+
+def _duplicate(record: RawRecord, key: str, first_ref: str) -> Rejection:
+    return Rejection(
+        ref=record.ref,
+        reason=(
+            f"duplicate item_id {key!r}: {first_ref} already has it, so this row is skipped; "
+            "fix the POS export so that each item appears once"
+        ),
+        stage="read",
+        item_id=key,
+    )

@@ -1,0 +1,82 @@
+"""The delta store on its own: locking, dry-run isolation, incremental cursors, hashing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from conftest import ListSource, RecordingDestination, make_job
+
+from grocerysync.agent.fingerprint import job_fingerprint, record_hash
+from grocerysync.agent.paths import job_slug
+from grocerysync.agent.state import StateError, StateStore
+
+
+def test_a_second_run_of_the_same_job_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with (
+        StateStore(path, job_name="nightly"),
+        pytest.raises(StateError, match="another export of job 'nightly' is running"),
+    ):
+        StateStore(path, job_name="nightly")
+    # Released when the first run ends.
+    StateStore(path, job_name="nightly").close()
+
+
+def test_uncommitted_runs_leave_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with StateStore(path) as store:
+        store.stage([("a", b"1" * 16, 1)])
+    with StateStore(path) as store:
+        assert store.lookup(["a"]) == {}
+        store.stage([("a", b"1" * 16, 1)])
+        store.commit_run(fingerprint="f", cursor=None, refresh=False)
+    with StateStore(path, read_only=True) as store:
+        assert store.lookup(["a", "b"]) == {"a": b"1" * 16}
+        assert store.get_meta("fingerprint") == "f"
+        with pytest.raises(StateError):
+            store.commit_run(fingerprint="g", cursor=None, refresh=False)
+
+
+def test_dry_run_without_a_store_creates_none(tmp_path: Path) -> None:
+    path = tmp_path / "state.sqlite"
+    with StateStore(path, read_only=True) as store:
+        assert store.count_known() == 0
+    assert not path.exists()
+
+
+def test_record_hash_ignores_key_order_but_not_values() -> None:
+    assert record_hash({"a": "1", "b": 2}) == record_hash({"b": 2, "a": "1"})
+    assert record_hash({"a": "1"}) != record_hash({"a": 1})
+    assert len(record_hash({"price": __import__("decimal").Decimal("1.50")})) == 16
+
+
+def test_fingerprint_covers_what_shapes_output_and_not_secrets() -> None:
+    base = job_fingerprint(make_job())
+    assert base == job_fingerprint(make_job())
+    other_secret = make_job(destination={"plugin": "recorder", "config": {"shop": "demo"}, "secrets": {"token": "x"}})
+    assert job_fingerprint(other_secret) == base
+    assert job_fingerprint(make_job(source={"plugin": "list", "config": {"path": "other.csv"}})) == base
+    assert job_fingerprint(make_job(destination={"plugin": "recorder", "config": {"shop": "other"}})) != base
+    assert job_fingerprint(make_job(filters=[{"field": "active", "op": "eq", "value": True}])) != base
+
+
+def test_job_slugs_are_safe_and_distinct() -> None:
+    assert job_slug("store 1 -> web").startswith("store_1_-_web-")
+    assert job_slug("a/b") != job_slug("a:b")
+    assert "/" not in job_slug("../../etc")
+
+
+async def test_incremental_reads_resume_from_the_cursor_and_skip_removals(
+    export, source: ListSource, dest: RecordingDestination
+) -> None:
+    source.incremental = True
+    await export()
+    assert source.requests[-1].cursor is None
+    source.rows = source.rows[:5]  # an incremental read returns only what changed
+    summary = await export()
+    assert source.requests[-1].cursor == "50"
+    assert (summary.removed, summary.removals_skipped) == (0, None)
+    assert len(dest.items) == 50
+    await export(full=True)
+    assert source.requests[-1].cursor is None
