@@ -1,0 +1,152 @@
+"""Benchmarks, run by ``nox -s bench``. Each result is printed as one line ``BENCH {json}``.
+
+- ``export_floor``: the floor the export is compared with, measured in this run on the same file: the
+  standard library's csv reader and orjson writing every row as JSON (best of three).
+- ``export_csv_sftp_200k``: a real ``grocerysync-agent export`` process, CSV POS export -> SFTP feed, against a
+  real OpenSSH server on loopback; items/s from the run's own duration, peak RSS of the agent process.
+- ``export_delta_1pct``: the same job again after 1% of the items changed price: what it sent, and what it
+  should have sent.
+
+    python tests/bench/run.py [--items 200000] [--keep DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from grocerysync.core.samples import POS_COLUMNS, write_catalogue_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "packages" / "grocerysync-dest-sftp" / "tests"))
+
+import sshd as sshd_helper  # noqa: E402  (the test OpenSSH server of the SFTP plugin)
+
+CHANGE_EVERY = 100  # 1% of the items
+
+
+def bench(result: dict[str, Any]) -> None:
+    print("BENCH " + json.dumps(result), flush=True)
+
+
+def floor_items_per_s(path: Path, out: Path) -> float:
+    """Rows/s of the least an exporter must do: parse the CSV, write each row out as JSON."""
+    best = 0.0
+    for _ in range(3):
+        start = time.perf_counter()
+        rows = 0
+        with path.open(newline="", encoding="utf-8") as fh, out.open("wb") as sink:
+            for row in csv.DictReader(fh):
+                sink.write(orjson.dumps(row) + b"\n")
+                rows += 1
+        best = max(best, rows / (time.perf_counter() - start))
+    out.unlink()
+    return best
+
+
+def run_agent(job: Path, state_dir: Path) -> tuple[dict[str, Any], float, float]:
+    """Run ``grocerysync-agent export`` as its own process; return its summary, peak RSS (MB) and wall time."""
+    command = [sys.executable, "-m", "grocerysync.agent", "export", str(job), "--json", "--state-dir", str(state_dir)]
+    start = time.perf_counter()
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        process = subprocess.Popen(command, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        stdout, stderr = out.read().decode(), err.read().decode()
+    if process.returncode not in (0, 1):
+        raise SystemExit(f"the export failed (exit {process.returncode}):\n{stderr}\n{stdout}")
+    return json.loads(stdout), usage.ru_maxrss / 1024, wall
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--items", type=int, default=200_000)
+    parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    args = parser.parse_args()
+    reason = sshd_helper.unavailable_reason()
+    if reason:
+        raise SystemExit(f"cannot run the SFTP benchmarks: {reason} (apt-get install openssh-server)")
+
+    work = args.keep or Path(tempfile.mkdtemp(prefix="grocerysync-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    server = sshd_helper.SshServer.create(work / "sshd")
+    try:
+        server.start()
+        catalogue = write_catalogue_csv(work / "items.csv", args.items)
+        floor = floor_items_per_s(catalogue, work / "floor.jsonl")
+        bench({"name": "export_floor", "items": args.items, "items_per_s": round(floor)})
+
+        incoming = work / "incoming"
+        incoming.mkdir()
+        job = work / "job.json"
+        job.write_text(
+            json.dumps(
+                {
+                    "name": "bench",
+                    "source": {"plugin": "csv", "config": {"path": str(catalogue), "columns": POS_COLUMNS}},
+                    "destination": {
+                        "plugin": "sftp",
+                        "config": {
+                            "host": server.host,
+                            "port": server.port,
+                            "username": "root",
+                            "remote_dir": str(incoming),
+                            "host_key_fingerprint": server.host_key_fingerprint,
+                        },
+                        "secrets": {"private_key": server.client_key_text},
+                    },
+                    "options": {"batch_size": 1000},
+                }
+            )
+        )
+        state = work / "state"
+        summary, rss_mb, wall = run_agent(job, state)
+        bench(
+            {
+                "name": "export_csv_sftp_200k",
+                "items": args.items,
+                "sent": summary["sent"],
+                "items_per_s": round(summary["items_per_s"]),
+                "floor_items_per_s": round(floor),
+                "ratio_to_floor": round(summary["items_per_s"] / floor, 3),
+                "peak_rss_mb": round(rss_mb, 1),
+                "process_wall_s": round(wall, 2),
+            }
+        )
+
+        write_catalogue_csv(catalogue, args.items, change_every=CHANGE_EVERY)
+        summary, rss_mb, wall = run_agent(job, state)
+        bench(
+            {
+                "name": "export_delta_1pct",
+                "items": args.items,
+                "sent": summary["sent"],
+                "changed": len(range(0, args.items, CHANGE_EVERY)),
+                "unchanged": summary["unchanged"],
+                "items_per_s": round(summary["items_per_s"]),
+                "peak_rss_mb": round(rss_mb, 1),
+            }
+        )
+    finally:
+        server.stop()
+        if args.keep is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
