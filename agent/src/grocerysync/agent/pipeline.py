@@ -8,9 +8,11 @@ failed and what to do.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -75,6 +77,23 @@ def resolve(job: JobSpec, plugins: PluginManager) -> _Plan:
     return _Plan(connector, source_config, destination, destination_config, secrets, transforms)
 
 
+@contextlib.contextmanager
+def _fewer_gc_passes() -> Iterator[None]:
+    """Collect cyclic garbage less often while an export runs.
+
+    An export makes a few dozen short-lived objects per item and almost no reference cycles, so the
+    default threshold (a young-generation pass every 700 allocations) spends a tenth of the run
+    scanning objects that plain reference counting frees anyway. Memory stays bounded: cycles are
+    still collected, only in larger steps.
+    """
+    before = gc.get_threshold()
+    gc.set_threshold(50_000, before[1], before[2])
+    try:
+        yield
+    finally:
+        gc.set_threshold(*before)
+
+
 async def run_export(
     job: JobSpec,
     *,
@@ -105,7 +124,8 @@ async def run_export(
     log.info("export %r run %s started (%s%s)", job.name, summary.run_id, summary.mode, ", dry run" if dry_run else "")
     try:
         plan = resolve(job, plugins)
-        await _Run(job, plan, summary, state_dir, full, progress, retry_delay).execute()
+        with _fewer_gc_passes():
+            await _Run(job, plan, summary, state_dir, full, progress, retry_delay).execute()
     except GrocerySyncError as exc:
         summary.status = "failed"
         summary.error = str(exc)

@@ -100,8 +100,11 @@ class StateStore:
             # WAL + NORMAL is durable across application crashes; losing the last commit to a power cut
             # only means those items are sent again, which destinations handle (writes are upserts).
             db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA cache_size=-4096")  # KiB: bounded memory whatever the catalogue size
+        # KiB, for the store and for the run's temporary tables: memory stays flat whatever the catalogue
+        # size (lookups go a batch at a time by primary key, so a small cache costs little speed).
+        db.execute("PRAGMA cache_size=-1024")
         db.execute("PRAGMA temp_store=FILE")
+        db.execute("PRAGMA temp.cache_size=-1024")
         if not self.read_only or not self.path.exists():
             db.executescript(_SCHEMA)
         # executescript commits any open transaction, so the run tables come before BEGIN.
