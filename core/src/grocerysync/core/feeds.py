@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import csv
 import enum
+import hashlib
 import io
 import os
 import re
@@ -172,15 +173,16 @@ def feed_file_name(
 ) -> str:
     """The feed file name for one run: ``<prefix><job-slug>_<full|delta>_<yyyymmddThhmmssZ>_<run8>.<ext>``.
 
-    The time is UTC (``when``, default now), so names sort by time within a job; the first 8 letters
-    and digits of ``run_id`` make names from two runs in the same second differ (run ids are random).
+    The time is UTC (``when``, default now), so names sort by time within a job; 8 hex digits of a hash
+    of ``run_id`` make names from two runs in the same second differ, whatever shape run ids take
+    (the agent's start with a timestamp, so their first letters alone would not).
     """
     if mode not in ("full", "delta"):
         raise ValueError(f"feed mode {mode!r} must be 'full' or 'delta'")
     check_file_prefix(prefix)
-    run = _SLUG_DROP.sub("", run_id.lower())[:8]
-    if not run:
-        raise ValueError(f"run id {run_id!r} has no letters or digits to name the feed file with")
+    if not run_id.strip():
+        raise ValueError("run id is empty: a feed file name needs one")
+    run = hashlib.blake2b(run_id.encode("utf-8"), digest_size=4).hexdigest()
     stamp = (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
     return f"{prefix}{job_slug(job_name)}_{mode}_{stamp}_{run}.{FeedFormat(fmt).extension}"
 
