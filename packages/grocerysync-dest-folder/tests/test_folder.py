@@ -125,3 +125,13 @@ def test_config_refuses_bad_prefix_and_keep_files():
     with pytest.raises(ConfigError) as err:
         parse_config(FolderConfig, {"path": "/x", "file_prefix": "../up", "keep_files": 0}, where="config")
     assert {e["field"] for e in err.value.errors} == {"config.file_prefix", "config.keep_files"}
+
+
+@pytest.mark.parametrize(("mode", "words"), [("delta", "nothing changed"), ("full", "empty full feed")])
+async def test_a_run_with_nothing_to_send_delivers_no_file(tmp_path, mode, words):
+    out = tmp_path / "out"
+    out.mkdir()
+    async with DESTINATION.open(FolderConfig(path=str(out)), NoSecrets(), ctx(tmp_path, mode=mode)) as writer:
+        line = await writer.commit()
+    assert words in line
+    assert list(out.iterdir()) == []

@@ -479,3 +479,14 @@ def human_size(size: int) -> str:
         if value < 1000 or unit == "TB":
             return f"{value:.1f} {unit}"
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+def empty_feed_message(mode: str) -> str:
+    """The commit line of a file destination that had nothing to write, so wrote no file.
+
+    A delta with no changes needs no file; an empty *full* feed would tell the platform the store sells
+    nothing at all, which is never what an empty read means, so it is not delivered either.
+    """
+    if mode == "full":
+        return "no items to send: an empty full feed was not delivered (it would empty the catalogue online)"
+    return "nothing changed since the last run: no feed file was needed"

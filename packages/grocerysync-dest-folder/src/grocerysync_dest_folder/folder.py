@@ -18,7 +18,14 @@ from typing import Annotated
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from grocerysync.core.errors import DestinationError
-from grocerysync.core.feeds import FeedFormat, FeedWriter, check_file_prefix, feed_file_name, parse_feed_file_name
+from grocerysync.core.feeds import (
+    FeedFormat,
+    FeedWriter,
+    check_file_prefix,
+    empty_feed_message,
+    feed_file_name,
+    parse_feed_file_name,
+)
 from grocerysync.core.items import Item
 from grocerysync.core.records import NoSecrets, WriteContext
 from grocerysync.core.results import CheckResult, ItemResult
@@ -141,6 +148,10 @@ class FolderWriter:
     async def commit(self) -> str:
         """Rename the finished feed into place; return ``"wrote <path> (<n> items, <size>)"``."""
         if self._committed is not None:
+            return self._committed
+        if self._feed.items_written == 0 and self._feed.deletions_written == 0:
+            await asyncio.to_thread(self.abandon)
+            self._committed = empty_feed_message(self.context.mode)
             return self._committed
         await asyncio.to_thread(self._finish)
         line = f"wrote {self.final_path} ({self._feed.summary()})"

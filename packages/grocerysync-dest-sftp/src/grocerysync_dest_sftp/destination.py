@@ -19,7 +19,7 @@ from pathlib import Path
 
 import asyncssh
 
-from grocerysync.core.feeds import FeedWriter, feed_file_name, human_size
+from grocerysync.core.feeds import FeedWriter, empty_feed_message, feed_file_name, human_size
 from grocerysync.core.items import Item
 from grocerysync.core.records import WriteContext
 from grocerysync.core.results import CheckResult, ItemResult
@@ -88,6 +88,7 @@ class SftpWriter:
     def __init__(self, config: SftpConfig, secrets: SftpSecrets, context: WriteContext) -> None:
         self.config = config
         self.secrets = secrets
+        self.context = context
         self.name = feed_file_name(config.file_prefix, context.job_name, context.mode, context.run_id, config.format)
         self.remote_path = posixpath.join(config.remote_dir, self.name)
         self.remote_part = posixpath.join(config.remote_dir, f".{self.name}.part")
@@ -116,6 +117,10 @@ class SftpWriter:
         if self._committed is not None:
             return self._committed
         self._feed.close()
+        if self._feed.items_written == 0 and self._feed.deletions_written == 0:
+            self.discard()
+            self._committed = empty_feed_message(self.context.mode)
+            return self._committed
         size = self.spool_path.stat().st_size
         attempts = self.config.max_attempts
         for attempt in range(1, attempts + 1):
