@@ -13,7 +13,8 @@ nox.options.reuse_existing_virtualenvs = True
 
 PYTHON = "3.11"
 PLUGINS = sorted(
-    str(p.parent.relative_to(ROOT)) for pattern in ("packages/*/pyproject.toml", "contrib/*/pyproject.toml")
+    str(p.parent.relative_to(ROOT))
+    for pattern in ("packages/*/pyproject.toml", "contrib/*/pyproject.toml")
     for p in ROOT.glob(pattern)
 )
 # Folders whose tests run in the `tests` session, each in its own pytest process (their conftests differ).

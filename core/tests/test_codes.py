@@ -62,7 +62,7 @@ def test_no_check_digit_style_appends_it() -> None:
 
 @pytest.mark.parametrize("raw", ["abc", "12a45678", "   "])
 def test_non_digits_are_refused(raw: str) -> None:
-    with pytest.raises(ValueError, match="digits only|empty"):
+    with pytest.raises(ValueError, match=r"digits only|empty"):
         normalize_gtin(raw)
 
 

@@ -16,7 +16,9 @@ def test_minimal_item_and_decimal_money() -> None:
     assert item.price == Decimal("3.99")
     assert isinstance(item.price, Decimal)
     assert item.key == "1001"
-    assert item.online and item.active and not item.snap_ebt
+    assert item.online
+    assert item.active
+    assert not item.snap_ebt
 
 
 def test_float_noise_never_enters_money() -> None:
@@ -26,8 +28,14 @@ def test_float_noise_never_enters_money() -> None:
 
 @pytest.mark.parametrize(
     ("text", "value", "unit"),
-    [("12 oz", "12", SizeUnit.OZ), ("1.5L", "1.5", SizeUnit.L), ("12 fl oz", "12", SizeUnit.FL_OZ),
-     ("6 ct", "6", SizeUnit.CT), ("2,5 kg", "2.5", SizeUnit.KG), ("1 Gallon", "1", SizeUnit.GAL)],
+    [
+        ("12 oz", "12", SizeUnit.OZ),
+        ("1.5L", "1.5", SizeUnit.L),
+        ("12 fl oz", "12", SizeUnit.FL_OZ),
+        ("6 ct", "6", SizeUnit.CT),
+        ("2,5 kg", "2.5", SizeUnit.KG),
+        ("1 Gallon", "1", SizeUnit.GAL),
+    ],
 )
 def test_size_from_text(text: str, value: str, unit: SizeUnit) -> None:
     size = Size.model_validate(text)
@@ -63,8 +71,15 @@ def test_weighed_item_defaults_to_pounds_and_unit_needs_weighing() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("price", "-1"), ("gtin", "036000291453"), ("plu", "12"), ("min_age", "150"), ("image_url", "ftp://x"),
-     ("name", "   "), ("item_id", "")],
+    [
+        ("price", "-1"),
+        ("gtin", "036000291453"),
+        ("plu", "12"),
+        ("min_age", "150"),
+        ("image_url", "ftp://x"),
+        ("name", "   "),
+        ("item_id", ""),
+    ],
 )
 def test_bad_values_are_refused(field: str, value: str) -> None:
     with pytest.raises(ValidationError) as info:
@@ -87,7 +102,8 @@ def test_batch_validation_keeps_good_rows_and_explains_bad_ones() -> None:
     items, rejections = validate_records(records)
     assert [i.item_id for i in items] == ["1001", "1003"]
     assert [(r.ref, r.item_id) for r in rejections] == [("row 3", "1002"), ("row 5", "1004")]
-    assert "price" in rejections[0].reason and "check digit" in rejections[0].reason
+    assert "price" in rejections[0].reason
+    assert "check digit" in rejections[0].reason
     assert rejections[1].reason == "price: required value is missing"
     assert all(r.stage == "validate" for r in rejections)
 

@@ -95,7 +95,7 @@ def test_broken_plugin_is_reported_with_its_distribution_and_skipped(
 
 def test_broken_plugin_is_fatal_when_strict(make_dist: MakeDist) -> None:
     make_dist("gs_test_broken2", "gs_test_broken2_mod", "raise RuntimeError('boom at import')\n")
-    with pytest.raises(PluginError, match="gs_test_broken2.*boom at import"):
+    with pytest.raises(PluginError, match=r"gs_test_broken2.*boom at import"):
         PluginManager(disabled=[], strict=True)
 
 

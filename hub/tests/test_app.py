@@ -25,8 +25,12 @@ class _Plugin:
     def grocerysync_destinations(self) -> list[Destination]:
         return [
             Destination(
-                name="demo-dest", description="d", config_model=_Cfg, secrets_model=_Secrets,
-                check=_check, open=None,  # type: ignore[arg-type]
+                name="demo-dest",
+                description="d",
+                config_model=_Cfg,
+                secrets_model=_Secrets,
+                check=_check,
+                open=None,  # type: ignore[arg-type]
             )
         ]
 

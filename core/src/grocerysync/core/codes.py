@@ -13,7 +13,7 @@ GTIN_LENGTHS = (8, 12, 13, 14)
 _SEPARATORS = str.maketrans("", "", " -")
 
 
-class GtinStyle(str, enum.Enum):
+class GtinStyle(enum.StrEnum):
     """How a POS stores its barcodes (a connector setting)."""
 
     #: Stored complete (8, 12, 13 or 14 digits) with a valid check digit; UPC-E is expanded to UPC-A.
@@ -37,10 +37,7 @@ def check_digit(body: str) -> int:
 def is_valid_gtin(code: str) -> bool:
     """True when ``code`` is 8, 12, 13 or 14 digits and its check digit is right."""
     return (
-        len(code) in GTIN_LENGTHS
-        and code.isascii()
-        and code.isdigit()
-        and check_digit(code[:-1]) == ord(code[-1]) - 48
+        len(code) in GTIN_LENGTHS and code.isascii() and code.isdigit() and check_digit(code[:-1]) == ord(code[-1]) - 48
     )
 
 
@@ -93,9 +90,14 @@ def normalize_gtin(raw: str, style: GtinStyle = GtinStyle.STRICT) -> str:
     padding and returns the shortest of UPC-A (12), EAN-13 and GTIN-14 that holds the code.
     NO_CHECK_DIGIT strips padding, appends the computed check digit, and returns at least 12 digits.
     """
-    if style is GtinStyle.STRICT and len(raw) in GTIN_LENGTHS and raw.isascii() and raw.isdigit():
-        if check_digit(raw[:-1]) == ord(raw[-1]) - 48:
-            return raw  # the common case, kept fast
+    if (
+        style is GtinStyle.STRICT
+        and len(raw) in GTIN_LENGTHS
+        and raw.isascii()
+        and raw.isdigit()
+        and check_digit(raw[:-1]) == ord(raw[-1]) - 48
+    ):
+        return raw  # the common case, kept fast
     code = _clean(raw)
     if style is GtinStyle.STRICT:
         return _strict(code, raw)

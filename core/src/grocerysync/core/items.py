@@ -38,7 +38,7 @@ def _gtin(value: str) -> str:
     return normalize_gtin(value)
 
 
-class SizeUnit(str, enum.Enum):
+class SizeUnit(enum.StrEnum):
     """Units a package size is given in."""
 
     OZ = "oz"
@@ -55,7 +55,7 @@ class SizeUnit(str, enum.Enum):
     EACH = "each"
 
 
-class WeightUnit(str, enum.Enum):
+class WeightUnit(enum.StrEnum):
     """Units a weighed item is sold by."""
 
     LB = "lb"
@@ -65,20 +65,54 @@ class WeightUnit(str, enum.Enum):
 
 
 _UNIT_ALIASES: dict[str, SizeUnit] = {
-    "oz": SizeUnit.OZ, "ounce": SizeUnit.OZ, "ounces": SizeUnit.OZ,
-    "floz": SizeUnit.FL_OZ, "fl oz": SizeUnit.FL_OZ, "fl. oz": SizeUnit.FL_OZ, "fl.oz": SizeUnit.FL_OZ,
-    "fl oz.": SizeUnit.FL_OZ, "fluid ounce": SizeUnit.FL_OZ, "fluid ounces": SizeUnit.FL_OZ,
-    "lb": SizeUnit.LB, "lbs": SizeUnit.LB, "pound": SizeUnit.LB, "pounds": SizeUnit.LB, "#": SizeUnit.LB,
-    "g": SizeUnit.G, "gr": SizeUnit.G, "gram": SizeUnit.G, "grams": SizeUnit.G,
-    "kg": SizeUnit.KG, "kilo": SizeUnit.KG, "kilogram": SizeUnit.KG, "kilograms": SizeUnit.KG,
-    "ml": SizeUnit.ML, "milliliter": SizeUnit.ML, "millilitre": SizeUnit.ML,
-    "l": SizeUnit.L, "lt": SizeUnit.L, "ltr": SizeUnit.L, "liter": SizeUnit.L, "litre": SizeUnit.L,
-    "gal": SizeUnit.GAL, "gallon": SizeUnit.GAL, "gallons": SizeUnit.GAL,
-    "qt": SizeUnit.QT, "quart": SizeUnit.QT, "quarts": SizeUnit.QT,
-    "pt": SizeUnit.PT, "pint": SizeUnit.PT, "pints": SizeUnit.PT,
-    "ct": SizeUnit.CT, "count": SizeUnit.CT, "pk": SizeUnit.CT, "pack": SizeUnit.CT, "pc": SizeUnit.CT,
+    "oz": SizeUnit.OZ,
+    "ounce": SizeUnit.OZ,
+    "ounces": SizeUnit.OZ,
+    "floz": SizeUnit.FL_OZ,
+    "fl oz": SizeUnit.FL_OZ,
+    "fl. oz": SizeUnit.FL_OZ,
+    "fl.oz": SizeUnit.FL_OZ,
+    "fl oz.": SizeUnit.FL_OZ,
+    "fluid ounce": SizeUnit.FL_OZ,
+    "fluid ounces": SizeUnit.FL_OZ,
+    "lb": SizeUnit.LB,
+    "lbs": SizeUnit.LB,
+    "pound": SizeUnit.LB,
+    "pounds": SizeUnit.LB,
+    "#": SizeUnit.LB,
+    "g": SizeUnit.G,
+    "gr": SizeUnit.G,
+    "gram": SizeUnit.G,
+    "grams": SizeUnit.G,
+    "kg": SizeUnit.KG,
+    "kilo": SizeUnit.KG,
+    "kilogram": SizeUnit.KG,
+    "kilograms": SizeUnit.KG,
+    "ml": SizeUnit.ML,
+    "milliliter": SizeUnit.ML,
+    "millilitre": SizeUnit.ML,
+    "l": SizeUnit.L,
+    "lt": SizeUnit.L,
+    "ltr": SizeUnit.L,
+    "liter": SizeUnit.L,
+    "litre": SizeUnit.L,
+    "gal": SizeUnit.GAL,
+    "gallon": SizeUnit.GAL,
+    "gallons": SizeUnit.GAL,
+    "qt": SizeUnit.QT,
+    "quart": SizeUnit.QT,
+    "quarts": SizeUnit.QT,
+    "pt": SizeUnit.PT,
+    "pint": SizeUnit.PT,
+    "pints": SizeUnit.PT,
+    "ct": SizeUnit.CT,
+    "count": SizeUnit.CT,
+    "pk": SizeUnit.CT,
+    "pack": SizeUnit.CT,
+    "pc": SizeUnit.CT,
     "pcs": SizeUnit.CT,
-    "each": SizeUnit.EACH, "ea": SizeUnit.EACH,
+    "each": SizeUnit.EACH,
+    "ea": SizeUnit.EACH,
 }
 _SIZE_RE = re.compile(r"^\s*(\d+(?:[.,]\d+)?)\s*([a-zA-Z#][a-zA-Z. #]*)?\s*$")
 _MULTI_RE = re.compile(r"^\s*(\d+)\s*(?:/|for)\s*\$?\s*(\d+(?:\.\d+)?)\s*$", re.IGNORECASE)
@@ -183,9 +217,9 @@ class Item(BaseModel):
     bottle_deposit: Money | None = None
     online: bool = True
     active: bool = True
-    image_url: Annotated[
-        str, StringConstraints(strip_whitespace=True, max_length=2048, pattern=r"^https?://\S+$")
-    ] | None = None
+    image_url: (
+        Annotated[str, StringConstraints(strip_whitespace=True, max_length=2048, pattern=r"^https?://\S+$")] | None
+    ) = None
     last_changed: datetime | None = None
     extras: dict[str, ExtraValue] = Field(default_factory=dict)
 

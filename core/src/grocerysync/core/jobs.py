@@ -79,7 +79,9 @@ class Filter(_Strict):
             try:
                 Decimal(str(self.value))
             except (InvalidOperation, ValueError):
-                raise ValueError(f"filter on {self.field!r}: op {self.op!r} needs a number, got {self.value!r}")
+                raise ValueError(
+                    f"filter on {self.field!r}: op {self.op!r} needs a number, got {self.value!r}"
+                ) from None
         if self.op not in ("exists", "missing") and self.value is None:
             raise ValueError(f"filter on {self.field!r}: op {self.op!r} needs a value")
         return self
