@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         config.bind = [args.bind or settings.bind]
         config.accesslog = "-"
         try:
-            asyncio.run(serve(create_app(settings), config))  # type: ignore[arg-type]
+            asyncio.run(serve(create_app(settings), config))
         except KeyboardInterrupt:
             pass
         except OSError as exc:
