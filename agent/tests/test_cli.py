@@ -135,7 +135,7 @@ def test_invalid_plugin_config_and_unknown_plugin(
 ) -> None:
     code, _, err = run(["export", str(write_job(tmp_path, source={"plugin": "list"})), *state_args], plugins)
     assert code == 2
-    assert "invalid source.config: source.config.path: Field required" in err
+    assert "invalid source.config: path: Field required" in err
     code, _, err = run(["export", str(write_job(tmp_path, source={"plugin": "nope"})), *state_args], plugins)
     assert code == 2
     assert "no POS connector called 'nope' is installed (installed: list)" in err

@@ -274,7 +274,7 @@ async def test_invalid_plugin_config_fails_before_reading(export, source: ListSo
     job = make_job(source={"plugin": "list", "config": {}})
     summary = await export(job)
     assert summary.status == "failed"
-    assert summary.error == "invalid source.config: source.config.path: Field required"
+    assert summary.error == "invalid source.config: path: Field required"
     assert source.requests == []
 
 

@@ -30,5 +30,7 @@ def parse_config(model: type[M], data: Any, *, where: str) -> M:
         return model.model_validate(data if data is not None else {})
     except ValidationError as exc:
         errors = field_errors(exc, where)
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        # The message names fields relative to ``where`` ("invalid source.config: path: ..."); the
+        # structured errors carry the full path for forms.
+        detail = "; ".join(f"{e['field'].removeprefix(where + '.')}: {e['message']}" for e in errors)
         raise ConfigError(f"invalid {where}: {detail}", errors) from None
