@@ -288,7 +288,7 @@ async def test_unknown_plugin_names_installed_ones(export) -> None:
 async def test_secrets_never_in_summary(export, dest: RecordingDestination) -> None:
     summary = await export(make_job(destination={"plugin": "recorder", "config": {}, "secrets": {"token": "zz9"}}))
     assert summary.status == "failed"
-    assert "destination.config.shop: Field required" in summary.error
+    assert "invalid destination.config: shop: Field required" in summary.error
     dest.open_error = ConnectionRefusedError("connection refused by demo.example:22")
     summary = await export()
     assert "could not be opened" in summary.error
