@@ -8,6 +8,7 @@ failed and what to do.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import logging
@@ -254,22 +255,38 @@ class _Run:
     # -- reading ---------------------------------------------------------------------------
 
     async def _batches(self, request: ReadRequest) -> AsyncIterator[RawBatch]:
+        """The connector's batches, with the next one always being read while this one is processed.
+
+        Connectors wait on files, databases and networks; asking for batch N+1 before working on batch N
+        lets that waiting (and the parts of SQLite and file I/O that run without the GIL) overlap with
+        validation and sending. Only one read is ever in flight, so memory stays at two batches.
+        """
         connector = self.plan.connector
         iterator = aiter(connector.read(self.plan.source_config, request))
+
+        async def next_batch() -> RawBatch | None:
+            try:
+                return await anext(iterator)
+            except StopAsyncIteration:
+                return None
+            except GrocerySyncError:
+                raise
+            except Exception as exc:
+                raise SourceError(
+                    f"POS connector {connector.name!r} failed while reading: {type(exc).__name__}: {exc}"
+                ) from exc
+
+        pending: asyncio.Future[RawBatch | None] = asyncio.ensure_future(next_batch())
         try:
-            while True:
-                try:
-                    batch = await anext(iterator)
-                except StopAsyncIteration:
-                    return
-                except GrocerySyncError:
-                    raise
-                except Exception as exc:
-                    raise SourceError(
-                        f"POS connector {connector.name!r} failed while reading: {type(exc).__name__}: {exc}"
-                    ) from exc
+            while (batch := await pending) is not None:
+                pending = asyncio.ensure_future(next_batch())
+                await asyncio.sleep(0)  # let the read start before this batch's work takes the loop
                 yield batch
         finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, GrocerySyncError):
+                    await pending
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()
