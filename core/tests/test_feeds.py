@@ -218,7 +218,7 @@ def test_summary_counts_items_and_size(tmp_path):
 def test_file_names_are_unique_and_sortable():
     when = datetime(2024, 5, 1, 6, 30, 0, tzinfo=UTC)
     name = feed_file_name("s12_", "Main St. / Instacart!", "full", "3F9A1C2E-77aa", "csv", when=when)
-    assert name == "s12_main-st-instacart_full_20240501T063000Z_ef314882.csv"
+    assert name == "s12_main-st-instacart_full_20240501T063000000Z_ef314882.csv"
     later = feed_file_name("s12_", "Main St. / Instacart!", "full", "00000000-1", "csv", when=when.replace(hour=7))
     assert sorted([later, name]) == [name, later]  # within a job and mode, names sort by time
     other_run = feed_file_name("s12_", "Main St. / Instacart!", "full", "3f9a1c2f", "csv", when=when)

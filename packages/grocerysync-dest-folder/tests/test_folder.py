@@ -69,10 +69,10 @@ async def test_leaving_without_commit_leaves_nothing(tmp_path):
 async def test_keep_files_prunes_only_this_jobs_older_feeds(tmp_path):
     out = tmp_path / "out"
     out.mkdir()
-    (out / "main-st-2_full_20000101T000000Z_zzzzzzzz.csv").write_text("another job")
+    (out / "main-st-2_full_20000101T000000000Z_zzzzzzzz.csv").write_text("another job")
     (out / "readme.txt").write_text("not a feed")
     cfg = FolderConfig(path=str(out), keep_files=2, format="jsonl")
-    old = [out / f"main-st_delta_2000010{i}T000000Z_0000000{i}.jsonl" for i in range(1, 4)]
+    old = [out / f"main-st_delta_2000010{i}T000000000Z_0000000{i}.jsonl" for i in range(1, 4)]
     for path in old:
         path.write_text("")
     async with DESTINATION.open(cfg, NoSecrets(), ctx(tmp_path, mode="delta")) as writer:
@@ -80,7 +80,7 @@ async def test_keep_files_prunes_only_this_jobs_older_feeds(tmp_path):
         line = await writer.commit()
     assert "removed 2 older feed files" in line
     names = sorted(p.name for p in out.iterdir())
-    assert names == sorted(["main-st-2_full_20000101T000000Z_zzzzzzzz.csv", "readme.txt", old[2].name, writer.name])
+    assert names == sorted(["main-st-2_full_20000101T000000000Z_zzzzzzzz.csv", "readme.txt", old[2].name, writer.name])
 
 
 async def test_check_ok_and_leaves_no_probe(tmp_path):

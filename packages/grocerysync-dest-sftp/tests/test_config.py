@@ -38,8 +38,9 @@ def test_bad_fingerprints_are_refused(bad):
 
 
 def test_host_with_user_or_port_is_refused():
-    with pytest.raises(ConfigError, match=r"config\.host"):
+    with pytest.raises(ConfigError, match="without user@ or :port") as err:
         parse_config(SftpConfig, {**BASE, "host": "me@sftp.example.com", "host_key_fingerprint": FP}, where="config")
+    assert [e["field"] for e in err.value.errors] == ["config.host"]
 
 
 def test_secrets_need_a_credential_and_never_print():

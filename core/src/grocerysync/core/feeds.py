@@ -142,7 +142,7 @@ NO_LOOKUP_CODE = "no UPC/EAN or PLU: an Instacart-style feed needs a lookup code
 _SLUG_DROP = re.compile(r"[^a-z0-9]+")
 _PREFIX_OK = re.compile(r"^[A-Za-z0-9._-]*$")
 _NAME_RE = re.compile(
-    r"^(?P<stem>.*?)_(?P<mode>full|delta)_(?P<stamp>\d{8}T\d{6}Z)_(?P<run>[a-z0-9]{1,8})\.(?P<ext>csv|jsonl)$"
+    r"^(?P<stem>.*?)_(?P<mode>full|delta)_(?P<stamp>\d{8}T\d{9}Z)_(?P<run>[a-z0-9]{1,8})\.(?P<ext>csv|jsonl)$"
 )
 _SLUG_MAX = 48
 
@@ -171,11 +171,11 @@ def feed_file_name(
     *,
     when: datetime | None = None,
 ) -> str:
-    """The feed file name for one run: ``<prefix><job-slug>_<full|delta>_<yyyymmddThhmmssZ>_<run8>.<ext>``.
+    """The feed file name for one run: ``<prefix><job-slug>_<full|delta>_<yyyymmddThhmmssmmmZ>_<run8>.<ext>``.
 
-    The time is UTC (``when``, default now), so names sort by time within a job; 8 hex digits of a hash
-    of ``run_id`` make names from two runs in the same second differ, whatever shape run ids take
-    (the agent's start with a timestamp, so their first letters alone would not).
+    The time is UTC to the millisecond (``when``, default now), so names sort by time within a job; 8 hex
+    digits of a hash of ``run_id`` keep names of different runs apart whatever shape run ids take (the
+    agent's start with a timestamp, so their first letters alone would not).
     """
     if mode not in ("full", "delta"):
         raise ValueError(f"feed mode {mode!r} must be 'full' or 'delta'")
@@ -183,7 +183,10 @@ def feed_file_name(
     if not run_id.strip():
         raise ValueError("run id is empty: a feed file name needs one")
     run = hashlib.blake2b(run_id.encode("utf-8"), digest_size=4).hexdigest()
-    stamp = (when or datetime.now(UTC)).astimezone(UTC).strftime("%Y%m%dT%H%M%SZ")
+    moment = (when or datetime.now(UTC)).astimezone(UTC)
+    # Milliseconds: runs of one job never overlap (the agent locks the job), so names sort in run
+    # order, which is the order a platform must apply delta files in.
+    stamp = f"{moment:%Y%m%dT%H%M%S}{moment.microsecond // 1000:03d}Z"
     return f"{prefix}{job_slug(job_name)}_{mode}_{stamp}_{run}.{FeedFormat(fmt).extension}"
 
 

@@ -36,16 +36,16 @@ log = logging.getLogger(__name__)
 class FolderConfig(BaseModel):
     """Where and how the feed file is written."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    #: The folder on the store machine (a local path or a mounted network share).
     path: Annotated[str, Field(min_length=1, max_length=1024)]
-    #: ``csv`` (Instacart-style catalogue columns) or ``jsonl`` (one upsert/delete per line).
+    """The folder on the store machine (a local path or a mounted network share)."""
     format: FeedFormat = FeedFormat.CSV
-    #: Put in front of every feed file name, e.g. ``store12_``.
+    """``csv`` (Instacart-style catalogue columns) or ``jsonl`` (one upsert/delete per line)."""
     file_prefix: Annotated[str, Field(max_length=64)] = ""
-    #: Keep only this many of this job's newest feed files in the folder; keep all when unset.
+    """Put in front of every feed file name, e.g. ``store12_``."""
     keep_files: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    """Keep only this many of this job's newest feed files in the folder; keep all when unset."""
 
     @field_validator("file_prefix")
     @classmethod

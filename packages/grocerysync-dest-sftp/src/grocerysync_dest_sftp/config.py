@@ -44,28 +44,30 @@ def normalize_fingerprint(text: str) -> str:
 class SftpConfig(BaseModel):
     """Where the feed goes and how the server is recognised."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
-    #: The SFTP server's host name or IP address.
     host: Annotated[str, Field(min_length=1, max_length=255)]
+    """The SFTP server's host name or IP address."""
     port: Annotated[int, Field(ge=1, le=65535)] = 22
+    """The SSH port of the server (22 unless the platform says otherwise)."""
     username: Annotated[str, Field(min_length=1, max_length=128)]
-    #: The folder on the server the feed files go to, e.g. ``/incoming``.
+    """The account the platform gave the store for SFTP uploads."""
     remote_dir: Annotated[str, Field(min_length=1, max_length=1024)]
-    #: ``csv`` (Instacart-style catalogue columns) or ``jsonl`` (one upsert/delete per line).
+    """The folder on the server the feed files go to, e.g. ``/incoming``."""
     format: FeedFormat = FeedFormat.CSV
-    #: Put in front of every feed file name, e.g. ``store12_``.
+    """``csv`` (Instacart-style catalogue columns) or ``jsonl`` (one upsert/delete per line)."""
     file_prefix: Annotated[str, Field(max_length=64)] = ""
-    #: Path (on the store machine) to an OpenSSH known_hosts file listing the server's key.
+    """Put in front of every feed file name, e.g. ``store12_``."""
     known_hosts: Annotated[str, Field(min_length=1, max_length=1024)] | None = None
-    #: The server's host key fingerprint, ``SHA256:...`` as ``ssh-keygen -lf`` prints it.
+    """Path (on the store machine) to an OpenSSH known_hosts file listing the server's key."""
     host_key_fingerprint: Annotated[str | None, Field(validate_default=True)] = None
-    #: Seconds to wait for the TCP connection and SSH login.
+    """The server's host key fingerprint, ``SHA256:...`` as ``ssh-keygen -lf`` prints it."""
     connect_timeout: Annotated[float, Field(gt=0, le=300)] = 20.0
-    #: Upload attempts when the connection drops, is refused or times out.
+    """Seconds to wait for the TCP connection and SSH login."""
     max_attempts: Annotated[int, Field(ge=1, le=20)] = 5
-    #: Seconds before the second attempt; doubled for each further one (at most 5 minutes).
+    """Upload attempts when the connection drops, is refused or times out."""
     backoff: Annotated[float, Field(ge=0, le=300)] = 2.0
+    """Seconds before the second attempt; doubled for each further one (at most 5 minutes)."""
 
     @field_validator("host")
     @classmethod
@@ -107,13 +109,14 @@ class SftpConfig(BaseModel):
 class SftpSecrets(BaseModel):
     """How the destination logs in: a password, a private key, or both (never printed or logged)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     password: SecretStr | None = None
-    #: The passphrase that decrypts ``private_key``, when it is encrypted.
+    """The password of the SFTP account, when the platform uses passwords."""
     private_key_passphrase: SecretStr | None = None
-    #: The private key's text (PEM or OpenSSH format, ``-----BEGIN ...``).
+    """The passphrase that decrypts ``private_key``, when it is encrypted."""
     private_key: Annotated[SecretStr | None, Field(validate_default=True)] = None
+    """The private key's text (PEM or OpenSSH format, ``-----BEGIN ...``)."""
 
     @field_validator("private_key")
     @classmethod
