@@ -110,3 +110,27 @@ def test_batch_validation_keeps_good_rows_and_explains_bad_ones() -> None:
 
 def test_empty_batch() -> None:
     assert validate_records([]) == ([], [])
+
+
+def test_text_fields_are_stripped() -> None:
+    item = Item.model_validate(
+        {
+            "item_id": " 1 ",
+            "name": " Milk ",
+            "price": "1",
+            "gtin": " 036000291452 ",
+            "plu": " 4011 ",
+            "brand": " Acme ",
+            "department": " Dairy ",
+            "image_url": " https://img.example/milk.jpg ",
+        }
+    )
+    assert (item.item_id, item.name, item.gtin, item.plu, item.brand, item.department, item.image_url) == (
+        "1",
+        "Milk",
+        "036000291452",
+        "4011",
+        "Acme",
+        "Dairy",
+        "https://img.example/milk.jpg",
+    )

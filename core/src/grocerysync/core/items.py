@@ -193,7 +193,9 @@ class Item(BaseModel):
     per item when they reject it.
     """
 
-    model_config = ConfigDict(extra="forbid", validate_default=False, str_strip_whitespace=True)
+    # Every text field strips its own whitespace (StringConstraints or its validator); a model-wide
+    # str_strip_whitespace would do it twice, on the hot path.
+    model_config = ConfigDict(extra="forbid", validate_default=False)
 
     item_id: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=64)]
     gtin: Annotated[str, AfterValidator(_gtin)] | None = None
