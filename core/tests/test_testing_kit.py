@@ -209,10 +209,7 @@ EXPECTED: dict[str | None, tuple[str, set[str]]] = {
         "pos",
         {"test_read_round_trips_items", "test_batches_never_exceed_batch_size", "test_incremental_cursor"},
     ),
-    "ignores_batch_size": (
-        "pos",
-        {"test_read_round_trips_items", "test_batches_never_exceed_batch_size", "test_incremental_cursor"},
-    ),
+    "ignores_batch_size": ("pos", {"test_batches_never_exceed_batch_size", "test_incremental_cursor"}),
     "mangles_price": ("pos", {"test_read_round_trips_items", "test_incremental_cursor"}),
     "check_raises": ("pos", {"test_check_not_ok_on_unreachable_source"}),
     "raw_error": ("pos", {"test_read_unreachable_source_raises_source_error"}),
@@ -248,7 +245,12 @@ EXPECTED: dict[str | None, tuple[str, set[str]]] = {
 
 # Failures that depend on what hypothesis draws: examples of one test share a destination, and an item id
 # drawn in two examples shows the duplicate that the appending subject makes.
-MAY_ALSO_FAIL: dict[str | None, set[str]] = {"appends": {"test_written_items_read_back"}}
+# Failures that depend on what hypothesis draws (the round trip only trips over an ignored batch size
+# when it draws a batch size smaller than the item count).
+MAY_ALSO_FAIL: dict[str | None, set[str]] = {
+    "appends": {"test_written_items_read_back"},
+    "ignores_batch_size": {"test_read_round_trips_items"},
+}
 
 
 def test_suites_fail_exactly_where_a_subject_breaks_the_contract(pytester: pytest.Pytester) -> None:
