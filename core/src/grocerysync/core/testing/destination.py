@@ -172,6 +172,19 @@ class DestinationContract:
             if not r.ok:
                 assert (r.error or "").strip(), f"{what}: item {r.item_id!r} failed without a reason"
 
+    async def committed_run(
+        self,
+        destination: Destination,
+        config: dict[str, Any],
+        secrets: dict[str, Any],
+        work_dir: Path,
+        items: Sequence[Item],
+    ) -> None:
+        """One whole run: write ``items`` (one result each) and commit."""
+        async with self.run(destination, config, secrets, work_dir) as writer:
+            await self.write(writer, items)
+            await writer.commit()
+
     async def held(self, read_back: ReadBack) -> dict[str, Any]:
         """What the destination holds, by item id."""
         return as_item_map(await read_back(), where="read_back")
@@ -305,12 +318,8 @@ class DestinationContract:
     ) -> None:
         """The same batch written in two runs leaves each item once, with its values."""
         items = plain_items(5)
-        async with self.run(destination, destination_config, destination_secrets, work_dir) as writer:
-            await self.write(writer, items)
-            await writer.commit()
-        async with self.run(destination, destination_config, destination_secrets, work_dir) as writer:
-            await self.write(writer, items)
-            await writer.commit()
+        await self.committed_run(destination, destination_config, destination_secrets, work_dir, items)
+        await self.committed_run(destination, destination_config, destination_secrets, work_dir, items)
         held = await self.held(read_back)
         self.assert_holds(held, items)
 
@@ -326,9 +335,7 @@ class DestinationContract:
         if not self.supports_delete:
             pytest.skip(f"{self.destination_name} does not support delete (supports_delete = False)")
         items = plain_items(5)
-        async with self.run(destination, destination_config, destination_secrets, work_dir) as writer:
-            await self.write(writer, items)
-            await writer.commit()
+        await self.committed_run(destination, destination_config, destination_secrets, work_dir, items)
         gone = [items[1].item_id, items[3].item_id]
         async with self.run(destination, destination_config, destination_secrets, work_dir) as writer:
             results = await writer.delete(gone)
@@ -353,9 +360,7 @@ class DestinationContract:
         if not self.transactional:
             pytest.skip(f"{self.destination_name} writes at once (transactional = False)")
         items = plain_items(4)
-        async with self.run(destination, destination_config, destination_secrets, work_dir) as writer:
-            await self.write(writer, items[:2])
-            await writer.commit()
+        await self.committed_run(destination, destination_config, destination_secrets, work_dir, items[:2])
         before = await self.held(read_back)
         changed = [items[0].model_copy(update={"price": items[0].price + 5}), *items[2:]]
 
