@@ -267,7 +267,7 @@ def _csv_rows(items: Sequence[Item]) -> tuple[list[tuple[Any, ...]], list[ItemRe
                 it.name,
                 it.brand,
                 None if size is None else size.value,
-                None if size is None else size.unit.value,
+                None if size is None else size.unit,  # a StrEnum: csv writes its value
                 price,
                 unit,
                 sale_price,

@@ -47,11 +47,11 @@ class RawBatch:
     cursor: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ItemResult:
+class ItemResult(NamedTuple):
     """What a destination did with one item: ``ok``, or an ``error`` a technician can act on.
 
     ``retryable`` marks transient failures (rate limits, timeouts) that the pipeline may try again.
+    A named tuple: destinations return one per item written, so it must be cheap to make.
     """
 
     item_id: str
