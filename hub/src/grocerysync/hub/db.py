@@ -1,0 +1,70 @@
+"""The database: tortoise configuration and the one migration history for SQLite and PostgreSQL.
+
+Migrations use tortoise-orm's built-in migration system (``tortoise.migrations``, tortoise-orm >= 1.0), not
+aerich. Its migration files are Python operations (``CreateModel``, ``AddField``, ...) that each backend's
+schema editor turns into that database's SQL when they are applied, so one history in
+``grocerysync/hub/migrations`` serves SQLite and PostgreSQL alike. aerich, which tortoise's documentation now
+calls the legacy alternative, stores the SQL of the database it generated against in each migration file,
+which would mean one history per database.
+
+To change a model: edit :mod:`grocerysync.hub.models`, then from ``hub/src`` run
+``tortoise -c grocerysync.hub.db.MIGRATION_CONFIG makemigrations --name WHAT``, and commit the new file.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tortoise import Tortoise
+from tortoise.context import TortoiseContext
+
+from grocerysync.hub.settings import Settings
+
+APP = "models"
+MODELS_MODULE = "grocerysync.hub.models"
+MIGRATIONS_MODULE = "grocerysync.hub.migrations"
+
+
+def tortoise_config(db_url: str) -> dict[str, Any]:
+    """The tortoise configuration for a database URL."""
+    # The connection is named after the database kind: tortoise caches prepared SQL per connection name for
+    # the whole process, so one name shared by SQLite and PostgreSQL (tests, copying between databases)
+    # would send one dialect's SQL to the other.
+    name = db_url.split(":", 1)[0]
+    return {
+        "connections": {name: db_url},
+        "apps": {APP: {"models": [MODELS_MODULE], "default_connection": name, "migrations": MIGRATIONS_MODULE}},
+        "use_tz": True,
+        "timezone": "UTC",
+    }
+
+
+#: For tortoise's own CLI (``makemigrations``): a throwaway SQLite database, only the models matter.
+MIGRATION_CONFIG = tortoise_config("sqlite://:memory:")
+
+
+async def connect(settings: Settings) -> TortoiseContext:
+    """Open the database for a serving process.
+
+    The context is global (``_enable_global_fallback``) because Quart answers each request in its own task,
+    not in the ``before_serving`` task that opened it.
+    """
+    return await Tortoise.init(config=tortoise_config(settings.db_url()), _enable_global_fallback=True)
+
+
+async def disconnect(context: TortoiseContext) -> None:
+    """Close what :func:`connect` opened."""
+    await context.close_connections()
+
+
+async def migrate(settings: Settings) -> None:
+    """Create the database's tables or bring them up to date; safe to run on every upgrade."""
+    from tortoise.migrations.api import migrate as run_migrations
+
+    url = settings.db_url()
+    if url.startswith("sqlite://") and ":memory:" not in url:
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        await run_migrations(config=tortoise_config(url))
+    finally:
+        await Tortoise.close_connections()

@@ -1,0 +1,165 @@
+"""Tenant isolation: other tenants' objects answer 404 for every verb, viewers' writes answer 403."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conftest import Caller, make_caller
+from quart.typing import TestAppProtocol as RunningApp
+from quart.typing import TestClientProtocol as Client
+
+from grocerysync.hub.models import TENANT_MODELS, Role
+
+HUB_SRC = Path(__file__).parents[1] / "src" / "grocerysync" / "hub"
+
+
+@dataclass
+class Tenant:
+    retailer: int
+    store: int
+    connection: int
+    destination: int
+
+
+async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
+    h = admin.headers
+    retailer = (await (await client.post("/api/retailers", headers=h, json={"name": name})).get_json())["id"]
+    store = (await (await client.post(f"/api/retailers/{retailer}/stores", headers=h, json={"name": "S"})).get_json())[
+        "id"
+    ]
+    conn = await client.post(
+        f"/api/stores/{store}/connections",
+        headers=h,
+        json={"name": "pos", "plugin": "demo-pos", "config": {"path": "p"}},
+    )
+    dest = await client.post(
+        f"/api/stores/{store}/destinations",
+        headers=h,
+        json={"name": "d", "plugin": "demo-dest", "config": {"host": "h"}, "secrets": {"password": "pw"}},
+    )
+    return Tenant(retailer, store, (await conn.get_json())["id"], (await dest.get_json())["id"])
+
+
+def _requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(method, url rule filled with tenant t's ids, body) for every tenant-owned object endpoint."""
+    return [
+        ("GET", f"/api/retailers/{t.retailer}", None),
+        ("PATCH", f"/api/retailers/{t.retailer}", {"notes": "changed"}),
+        ("DELETE", f"/api/retailers/{t.retailer}", None),
+        ("POST", f"/api/retailers/{t.retailer}/stores", {"name": "new"}),
+        ("GET", f"/api/stores/{t.store}", None),
+        ("PATCH", f"/api/stores/{t.store}", {"pos_type": "changed"}),
+        ("DELETE", f"/api/stores/{t.store}", None),
+        ("POST", f"/api/stores/{t.store}/connections", {"name": "n", "plugin": "demo-pos", "config": {"path": "x"}}),
+        (
+            "POST",
+            f"/api/stores/{t.store}/destinations",
+            {"name": "n", "plugin": "demo-dest", "config": {"host": "x"}, "secrets": {"password": "x"}},
+        ),
+        ("GET", f"/api/connections/{t.connection}", None),
+        ("PATCH", f"/api/connections/{t.connection}", {"name": "changed"}),
+        ("DELETE", f"/api/connections/{t.connection}", None),
+        ("GET", f"/api/destinations/{t.destination}", None),
+        ("PATCH", f"/api/destinations/{t.destination}", {"name": "changed"}),
+        ("DELETE", f"/api/destinations/{t.destination}", None),
+    ]
+
+
+def _rule_of(url: str) -> str:
+    return re.sub(r"/\d+", "/<id>", url)
+
+
+async def test_every_object_endpoint_is_in_the_matrix(test_app: RunningApp) -> None:
+    app = test_app.app  # type: ignore[attr-defined]
+    routes = {
+        (method, re.sub(r"<int:\w+>", "<id>", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if "<int:" in rule.rule
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4))}
+    assert routes == covered, "add new object endpoints to the cross-tenant matrix"
+
+
+async def test_cross_tenant_matrix(client: Client, admin: Caller) -> None:
+    a = await _tenant(client, admin, "Retailer A")
+    b = await _tenant(client, admin, "Retailer B")
+    tech_a = await make_caller("tech@example.com", Role.TECHNICIAN, retailers=[a.retailer])
+    viewer_a = await make_caller("viewer@example.com", Role.VIEWER, retailers=[a.retailer])
+    before_b = {
+        url: await (await client.get(url, headers=admin.headers)).get_json() for m, url, _ in _requests(b) if m == "GET"
+    }
+
+    # Another tenant's objects: 404 for every verb, for technicians and viewers alike, and no data in the body.
+    for caller in (tech_a, viewer_a):
+        for method, url, body in _requests(b):
+            response = await client.open(url, method=method, headers=caller.headers, json=body)
+            assert response.status_code == 404, (caller.email, method, url, response.status_code)
+            text = await response.get_data(as_text=True)
+            assert "Retailer B" not in text
+            assert "demo-dest" not in text
+
+    # Their own tenant: viewers read but every write is 403; technicians read.
+    for method, url, body in _requests(a):
+        response = await client.open(url, method=method, headers=viewer_a.headers, json=body)
+        assert response.status_code == (200 if method == "GET" else 403), (method, url, response.status_code)
+        if method == "GET":
+            assert (await client.get(url, headers=tech_a.headers)).status_code == 200
+    assert (await client.post("/api/retailers", headers=viewer_a.headers, json={"name": "V"})).status_code == 403
+    # Technicians assigned to some retailers cannot add tenants.
+    assert (await client.post("/api/retailers", headers=tech_a.headers, json={"name": "T"})).status_code == 403
+
+    # Lists show only the caller's tenant; the admin sees both.
+    for url in ("/api/retailers", "/api/stores", "/api/connections", "/api/destinations"):
+        mine = await (await client.get(url, headers=tech_a.headers)).get_json()
+        assert {i.get("retailer_id", i["id"]) for i in mine["items"]} == {a.retailer}, url
+        assert mine["total"] == 1
+        everything = await (await client.get(url, headers=admin.headers)).get_json()
+        assert everything["total"] == 2
+    filtered = await client.get(f"/api/stores?retailer_id={b.retailer}", headers=tech_a.headers)
+    assert (await filtered.get_json())["items"] == []
+
+    # Nothing of B's changed.
+    for url, body in before_b.items():
+        assert await (await client.get(url, headers=admin.headers)).get_json() == body
+
+
+async def test_technician_writes_own_tenant(client: Client, admin: Caller) -> None:
+    a = await _tenant(client, admin, "Retailer A")
+    tech = await make_caller("tech@example.com", Role.TECHNICIAN, retailers=[a.retailer])
+    patched = await client.patch(f"/api/stores/{a.store}", headers=tech.headers, json={"pos_type": "counterpoint"})
+    assert (await patched.get_json())["pos_type"] == "counterpoint"
+    # Deleting a tenant is an admin's job.
+    assert (await client.delete(f"/api/retailers/{a.retailer}", headers=tech.headers)).status_code == 403
+    assert (await client.delete(f"/api/retailers/{a.retailer}", headers=admin.headers)).status_code == 204
+    assert (await client.get(f"/api/stores/{a.store}", headers=admin.headers)).status_code == 404
+
+
+_TENANT_NAMES = "|".join(m.__name__ for m in TENANT_MODELS)
+_DIRECT_QUERY = re.compile(
+    rf"\b({_TENANT_NAMES})\.(filter|all|get|get_or_none|exclude|first|exists|annotate|raw|select_for_update|in_bulk)\("
+)
+
+
+def test_tenant_owned_models_are_queried_only_through_the_scope() -> None:
+    offenders = []
+    for path in HUB_SRC.rglob("*.py"):
+        if path.name == "scope.py" or "migrations" in path.parts:
+            continue
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if _DIRECT_QUERY.search(line):
+                offenders.append(f"{path.relative_to(HUB_SRC)}:{number}: {line.strip()}")
+    assert offenders == [], "query tenant-owned models through Scope.query/Scope.get"
+    # The pattern does catch a direct query.
+    assert _DIRECT_QUERY.search("rows = await Store.filter(name='x')")
+
+
+def test_blueprints_hold_transport_only() -> None:
+    for path in (HUB_SRC / "api").glob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        assert "grocerysync.hub.models" not in text, f"{path.name} imports models: move the work to domain/"
+    for path in (HUB_SRC / "domain").glob("*.py"):
+        assert "quart" not in path.read_text(encoding="utf-8"), f"{path.name} imports Quart"
