@@ -1,8 +1,9 @@
 """The ``grocerysync-agent`` command line.
 
 ``export JOB.json`` runs one export (exit 0 succeeded, 1 partially failed, 2 failed or could not run);
-``plugins`` lists the installed plugins and any that failed to load. Every expected problem is one line
-on stderr; ``--debug`` adds the traceback and the agent's log.
+``plugins`` lists the installed plugins and any that failed to load; ``service install|uninstall|status``
+runs the agent as a systemd or Windows service. Every expected problem is one line on stderr; ``--debug``
+adds the traceback and the agent's log.
 """
 
 from __future__ import annotations
@@ -65,7 +66,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plugins = commands.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
+    _add_service_parser(commands, common)
     return parser
+
+
+def _add_service_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    from grocerysync.agent.service import DEFAULT_NAME
+
+    service = commands.add_parser(
+        "service",
+        parents=[common],
+        help="run the agent as a service (systemd on Linux, a Windows service on Windows)",
+        description="Install, remove or inspect the agent's service. It runs `grocerysync-agent run` with this "
+        "environment's Python. Exit status of status: 0 installed, 1 not installed.",
+    )
+    service.add_argument("action", choices=["install", "uninstall", "status"])
+    service.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"the service's state directory (default: ${paths.HOME_ENV} or {paths.default_state_dir()})",
+    )
+    service.add_argument(
+        "--user",
+        help="the account the service runs as (default: a dynamic user on Linux, the virtual account "
+        "NT SERVICE\\<name> on Windows)",
+    )
+    service.add_argument("--name", default=DEFAULT_NAME, help=f"the service's name (default: {DEFAULT_NAME})")
+    service.add_argument(
+        "--unit-dir", type=Path, help="Linux: where to write the systemd unit (default: /etc/systemd/system)"
+    )
+    service.add_argument("--no-start", action="store_true", help="register the service but do not start it now")
+    service.add_argument("--dry-run", action="store_true", help="print what would be written and run; change nothing")
 
 
 def load_job(path: Path) -> JobSpec:
@@ -159,6 +190,21 @@ def _plugins(args: argparse.Namespace, manager: Callable[[], PluginManager], out
     return EXIT_PARTIAL if failures else EXIT_OK
 
 
+def _service(args: argparse.Namespace, manager: Callable[[], PluginManager], out: TextIO, err: TextIO) -> int:
+    from grocerysync.agent.service.commands import service_command
+
+    return service_command(
+        args.action,
+        state_dir=args.state_dir,
+        user=args.user,
+        name=args.name,
+        unit_dir=args.unit_dir,
+        dry_run=args.dry_run,
+        start=not args.no_start,
+        out=out,
+    )
+
+
 def _configure_logging(debug: bool, err: TextIO) -> None:
     root = logging.getLogger("grocerysync")
     if debug:
@@ -199,7 +245,7 @@ def main(
     def manager() -> PluginManager:
         return plugins if plugins is not None else PluginManager()
 
-    command = _export if args.command == "export" else _plugins
+    command = {"export": _export, "plugins": _plugins, "service": _service}[args.command]
     try:
         return command(args, manager, out, err)
     except GrocerySyncError as exc:
