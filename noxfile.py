@@ -35,7 +35,7 @@ def _editable(*paths: str) -> list[str]:
 
 
 def _install_workspace(session: nox.Session, *extra: str) -> None:
-    session.install(*_editable("core[testing]", "agent", "hub", *PLUGINS), *extra)
+    session.install(*_editable("core[testing]", "agent", "hub[test]", *PLUGINS), *extra)
 
 
 @nox.session(python=PYTHON)

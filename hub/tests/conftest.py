@@ -30,12 +30,17 @@ from grocerysync.hub.settings import Settings
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 TABLES = [
+    "log_entry",
+    "run_rejection",
+    "run",
     "audit_entry",
     "export_job",
     "destination",
     "pos_connection",
     "store",
     "api_token",
+    "user_session",
+    "login_throttle",
     "user_retailer",
     "hub_user",
     "retailer",

@@ -22,6 +22,8 @@ class Tenant:
     store: int
     connection: int
     destination: int
+    job: int = 0
+    run: int = 0
 
 
 async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
@@ -40,7 +42,15 @@ async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
         headers=h,
         json={"name": "d", "plugin": "demo-dest", "config": {"host": "h"}, "secrets": {"password": "pw"}},
     )
-    return Tenant(retailer, store, (await conn.get_json())["id"], (await dest.get_json())["id"])
+    t = Tenant(retailer, store, (await conn.get_json())["id"], (await dest.get_json())["id"])
+    job = await client.post(f"/api/stores/{store}/jobs", headers=h, json=_job_body(t))
+    t.job = (await job.get_json())["id"]
+    t.run = (await (await client.post(f"/api/jobs/{t.job}/trigger", headers=h)).get_json())["id"]
+    return t
+
+
+def _job_body(t: Tenant) -> dict[str, Any]:
+    return {"name": "j", "source_id": t.connection, "destination_id": t.destination, "schedule": "0 6 * * *"}
 
 
 def _requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
@@ -65,6 +75,25 @@ def _requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", f"/api/destinations/{t.destination}", None),
         ("PATCH", f"/api/destinations/{t.destination}", {"name": "changed"}),
         ("DELETE", f"/api/destinations/{t.destination}", None),
+        ("POST", f"/api/stores/{t.store}/jobs", _job_body(t)),
+        ("GET", f"/api/jobs/{t.job}", None),
+        ("PATCH", f"/api/jobs/{t.job}", {"name": "changed"}),
+        ("DELETE", f"/api/jobs/{t.job}", None),
+        ("POST", f"/api/jobs/{t.job}/enable", None),
+        ("POST", f"/api/jobs/{t.job}/disable", None),
+        ("POST", f"/api/jobs/{t.job}/trigger", None),
+        ("GET", f"/api/jobs/{t.job}/spec", None),
+        ("GET", f"/api/runs/{t.run}", None),
+        ("GET", f"/api/runs/{t.run}/rejections", None),
+    ]
+
+
+def _account_requests(user: int, token: int) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """Users and tokens are not tenant-owned: people other than admins see only their own (others answer 404)."""
+    return [
+        ("GET", f"/api/users/{user}", None),
+        ("PATCH", f"/api/users/{user}", {"role": "admin"}),
+        ("DELETE", f"/api/tokens/{token}", None),
     ]
 
 
@@ -80,7 +109,7 @@ async def test_every_object_endpoint_is_in_the_matrix(test_app: RunningApp) -> N
         if "<int:" in rule.rule
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4))}
+    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4, 5, 6)) + _account_requests(7, 8)}
     assert routes == covered, "add new object endpoints to the cross-tenant matrix"
 
 
@@ -113,7 +142,7 @@ async def test_cross_tenant_matrix(client: Client, admin: Caller) -> None:
     assert (await client.post("/api/retailers", headers=tech_a.headers, json={"name": "T"})).status_code == 403
 
     # Lists show only the caller's tenant; the admin sees both.
-    for url in ("/api/retailers", "/api/stores", "/api/connections", "/api/destinations"):
+    for url in ("/api/retailers", "/api/stores", "/api/connections", "/api/destinations", "/api/jobs", "/api/runs"):
         mine = await (await client.get(url, headers=tech_a.headers)).get_json()
         assert {i.get("retailer_id", i["id"]) for i in mine["items"]} == {a.retailer}, url
         assert mine["total"] == 1
@@ -163,3 +192,33 @@ def test_blueprints_hold_transport_only() -> None:
         assert "grocerysync.hub.models" not in text, f"{path.name} imports models: move the work to domain/"
     for path in (HUB_SRC / "domain").glob("*.py"):
         assert "quart" not in path.read_text(encoding="utf-8"), f"{path.name} imports Quart"
+
+
+async def test_cross_account_matrix(client: Client, admin: Caller) -> None:
+    a = await _tenant(client, admin, "Retailer A")
+    b = await _tenant(client, admin, "Retailer B")
+    tech_a = await make_caller("tech@example.com", Role.TECHNICIAN, retailers=[a.retailer])
+    viewer_a = await make_caller("viewer@example.com", Role.VIEWER, retailers=[a.retailer])
+    tech_b = await make_caller("tech-b@example.com", Role.TECHNICIAN, retailers=[b.retailer])
+    users = {
+        u["email"]: u["id"] for u in (await (await client.get("/api/users", headers=admin.headers)).get_json())["items"]
+    }
+    tokens = {}
+    for caller in (tech_b, viewer_a):
+        made = await client.post("/api/tokens", headers=caller.headers, json={"name": "t"})
+        tokens[caller.email] = (await made.get_json())["id"]
+
+    # Someone else's account and tokens: 404 for every verb, and nothing about them in the body.
+    for caller in (tech_a, viewer_a):
+        for other in ("tech-b@example.com", "admin@example.com"):
+            for method, url, body in _account_requests(users[other], tokens["tech-b@example.com"]):
+                response = await client.open(url, method=method, headers=caller.headers, json=body)
+                assert response.status_code == 404, (caller.email, method, url, response.status_code)
+                assert other not in await response.get_data(as_text=True)
+    # Their own: they read it, but only admins change users; their own tokens they may revoke.
+    own_user, own_token = users["viewer@example.com"], tokens["viewer@example.com"]
+    expected = {"GET": 200, "PATCH": 403, "DELETE": 204}
+    for method, url, body in _account_requests(own_user, own_token):
+        response = await client.open(url, method=method, headers=viewer_a.headers, json=body)
+        assert response.status_code == expected[method], (method, url, response.status_code)
+    assert (await client.get(f"/api/users/{users['tech-b@example.com']}", headers=admin.headers)).status_code == 200

@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.config_generator import expand_db_url
 from tortoise.context import TortoiseContext
 
 from grocerysync.hub.settings import Settings
@@ -31,8 +32,16 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
     # the whole process, so one name shared by SQLite and PostgreSQL (tests, copying between databases)
     # would send one dialect's SQL to the other.
     name = db_url.split(":", 1)[0]
+    connection: str | dict[str, Any] = db_url
+    if name == "postgres":
+        # Row-level security (grocerysync.hub.rls): the hub's own connections act for every retailer until an
+        # API request narrows its transaction to the caller's retailers.
+        from grocerysync.hub.rls import SYSTEM_SERVER_SETTINGS
+
+        connection = expand_db_url(db_url)
+        connection["credentials"]["server_settings"] = dict(SYSTEM_SERVER_SETTINGS)
     return {
-        "connections": {name: db_url},
+        "connections": {name: connection},
         "apps": {APP: {"models": [MODELS_MODULE], "default_connection": name, "migrations": MIGRATIONS_MODULE}},
         "use_tz": True,
         "timezone": "UTC",

@@ -113,6 +113,40 @@ class ApiToken(Model):
         table = "api_token"
 
 
+class UserSession(Model):
+    """A browser session: only the SHA-256 of its cookie value is stored, so a database copy signs nobody in."""
+
+    id = fields.IntField(primary_key=True)
+    user: fields.ForeignKeyRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="sessions", on_delete=fields.CASCADE
+    )
+    user_id: int
+    token_hash = fields.CharField(max_length=64, unique=True)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    # The absolute end, and the last use (for the idle timeout).
+    expires_at = fields.DatetimeField(db_index=True)
+    last_seen_at = fields.DatetimeField()
+    address = fields.CharField(max_length=64, default="")
+    user_agent = fields.CharField(max_length=300, default="")
+
+    class Meta:
+        table = "user_session"
+
+
+class LoginThrottle(Model):
+    """Failed sign-ins of one account or one client address, shared by every hub process."""
+
+    id = fields.IntField(primary_key=True)
+    # "account:<email>" or "address:<client address>".
+    key = fields.CharField(max_length=400, unique=True)
+    failures = fields.IntField(default=0)
+    last_failure_at = fields.DatetimeField(null=True)
+    locked_until = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "login_throttle"
+
+
 class PosConnection(Model):
     """How a store's POS is read: a POS connector plugin and its configuration."""
 
@@ -187,9 +221,14 @@ class ExportJob(Model):
     filters: list[dict[str, Any]] = fields.JSONField(default=list)
     transforms: list[dict[str, Any]] = fields.JSONField(default=list)
     options: dict[str, Any] = fields.JSONField(default=dict)
-    # Cron text (five fields) or empty for manual runs only.
+    # Cron text (five fields, read in the store's time zone) or empty for manual runs only.
     schedule = fields.CharField(max_length=100, default="")
     enabled = fields.BooleanField(default=True)
+    # Retry policy of a failed run: how many more runs to queue, and how long to wait before each.
+    max_retries = fields.IntField(default=0, db_default=0)
+    retry_delay_seconds = fields.IntField(default=300, db_default=300)
+    # When the schedule fires next (UTC), kept up to date on every change so a scheduler only compares times.
+    next_run_at = fields.DatetimeField(null=True, db_index=True)
     created_at = fields.DatetimeField(auto_now_add=True)
     updated_at = fields.DatetimeField(auto_now=True)
 
@@ -216,5 +255,125 @@ class AuditEntry(Model):
         table = "audit_entry"
 
 
+class RunStatus(StrEnum):
+    """Where a run is: waiting for its agent, running, or finished (the last four)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_FAILED = "partially_failed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+#: Runs in these states are over, and the retention purge may delete them.
+FINISHED_STATUSES: tuple[RunStatus, ...] = (
+    RunStatus.SUCCEEDED,
+    RunStatus.PARTIALLY_FAILED,
+    RunStatus.FAILED,
+    RunStatus.CANCELLED,
+)
+
+
+class Run(Model):
+    """One execution of an export job, with its counts and outcome."""
+
+    id = fields.IntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="runs", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    store: fields.ForeignKeyRelation[Store] = fields.ForeignKeyField(
+        "models.Store", related_name="runs", on_delete=fields.CASCADE
+    )
+    store_id: int
+    # A deleted job keeps its run history: the link is cleared and the name stays.
+    job: fields.ForeignKeyNullableRelation[ExportJob] = fields.ForeignKeyField(
+        "models.ExportJob", related_name="runs", on_delete=fields.SET_NULL, null=True
+    )
+    job_id: int | None
+    job_name = fields.CharField(max_length=200)
+    status = fields.CharEnumField(RunStatus, max_length=20, default=RunStatus.QUEUED, db_index=True)
+    # What started it: manual (a person or a token), schedule, or retry.
+    trigger = fields.CharField(max_length=20, default="manual")
+    triggered_by = fields.CharField(max_length=320, default="")
+    attempt = fields.IntField(default=1)
+    # The agent that ran it, once one claims it.
+    agent_id = fields.IntField(null=True)
+    queued_at = fields.DatetimeField(auto_now_add=True, db_index=True)
+    started_at = fields.DatetimeField(null=True)
+    finished_at = fields.DatetimeField(null=True, db_index=True)
+    items_read = fields.IntField(default=0)
+    items_written = fields.IntField(default=0)
+    items_removed = fields.IntField(default=0)
+    items_rejected = fields.IntField(default=0)
+    error = fields.TextField(default="")
+
+    class Meta:
+        table = "run"
+
+
+class RunRejection(Model):
+    """An item a run could not send, and why (``grocerysync.core.results.Rejection``)."""
+
+    id = fields.IntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="rejections", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    run: fields.ForeignKeyRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="rejections", on_delete=fields.CASCADE
+    )
+    run_id: int
+    ref = fields.CharField(max_length=500)
+    item_id = fields.CharField(max_length=200, null=True)
+    stage = fields.CharField(max_length=20)
+    reason = fields.TextField()
+
+    class Meta:
+        table = "run_rejection"
+
+
+class LogEntry(Model):
+    """One log record from an agent or from the hub about a retailer, store or run."""
+
+    id = fields.BigIntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="logs", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    store: fields.ForeignKeyNullableRelation[Store] = fields.ForeignKeyField(
+        "models.Store", related_name="logs", on_delete=fields.CASCADE, null=True
+    )
+    store_id: int | None
+    agent_id = fields.IntField(null=True, db_index=True)
+    # Purging a run keeps the log lines, which the retention purge removes by their own time.
+    run: fields.ForeignKeyNullableRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="logs", on_delete=fields.SET_NULL, null=True
+    )
+    run_id: int | None
+    at = fields.DatetimeField(db_index=True)
+    # The level name (debug, info, warning, error, critical) and its number, for "this level and above".
+    level = fields.CharField(max_length=10)
+    levelno = fields.IntField(db_index=True)
+    logger = fields.CharField(max_length=200, default="")
+    message = fields.TextField()
+    # Structured fields of the record. Not named "fields", which would hide the tortoise module here.
+    extra: dict[str, Any] = fields.JSONField(default=dict)
+
+    class Meta:
+        table = "log_entry"
+
+
 # Tables owned by a tenant: every query for them goes through the scoping layer.
-TENANT_MODELS: tuple[type[Model], ...] = (Retailer, Store, PosConnection, DestinationConfig, ExportJob, AuditEntry)
+TENANT_MODELS: tuple[type[Model], ...] = (
+    Retailer,
+    Store,
+    PosConnection,
+    DestinationConfig,
+    ExportJob,
+    AuditEntry,
+    Run,
+    RunRejection,
+    LogEntry,
+)

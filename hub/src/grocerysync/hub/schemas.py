@@ -15,6 +15,8 @@ PluginName = Annotated[str, Field(min_length=1, max_length=63)]
 ShortText = Annotated[str, Field(max_length=500)]
 LongText = Annotated[str, Field(max_length=20_000)]
 RetentionDays = Annotated[int, Field(ge=1, le=3650)]
+#: An id in a filter: the databases' integer range (larger numbers would fail in the driver, not answer "none").
+IdFilter = Annotated[int, Field(ge=1, le=2_147_483_647)]
 
 
 def _time_zone(value: str) -> str:
@@ -40,7 +42,7 @@ class PageArgs(BaseModel):
     """Pagination of every list: ``?limit=50&offset=0``."""
 
     limit: Annotated[int, Field(ge=1, le=500)] = 50
-    offset: Annotated[int, Field(ge=0)] = 0
+    offset: Annotated[int, Field(ge=0, le=2_147_483_647)] = 0
 
 
 class Page(BaseModel, Generic[T]):
@@ -188,11 +190,11 @@ class DestinationPage(Page[DestinationOut]):
 class StoreFilter(PageArgs):
     """Filters of list endpoints below a retailer."""
 
-    retailer_id: int | None = None
+    retailer_id: IdFilter | None = None
 
 
 class StoreObjectsFilter(PageArgs):
     """Filters of the connection and destination lists."""
 
-    retailer_id: int | None = None
-    store_id: int | None = None
+    retailer_id: IdFilter | None = None
+    store_id: IdFilter | None = None

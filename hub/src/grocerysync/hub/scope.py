@@ -27,6 +27,9 @@ _LABELS = {
     "DestinationConfig": "destination",
     "ExportJob": "export job",
     "AuditEntry": "audit entry",
+    "Run": "run",
+    "RunRejection": "rejection",
+    "LogEntry": "log entry",
 }
 
 

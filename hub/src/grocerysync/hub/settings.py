@@ -25,6 +25,10 @@ class Settings(BaseSettings):
       or ``GROCERYSYNC_SECRET_KEY_FILE`` naming a file that holds it (default: ``secret.key`` in the data
       directory, which ``grocerysync-hub init`` creates when no key is configured).
     - ``GROCERYSYNC_BIND``: ``HOST:PORT`` to serve on.
+
+    The key setting (variable or file) may hold a key ring: several keys separated by newlines, spaces or commas,
+    the first sealing new secrets and the others only opening older ones (lines starting with ``#`` are
+    comments). ``grocerysync-hub rotate-keys`` re-encrypts everything under the first key.
     """
 
     model_config = SettingsConfigDict(env_prefix="GROCERYSYNC_", extra="ignore")
@@ -37,6 +41,33 @@ class Settings(BaseSettings):
     secret_key_file: Path | None = Field(default=None, description="A file holding the secret key.")
     bind: str = Field(default="127.0.0.1:8080", description="HOST:PORT to serve on.")
     max_body_bytes: int = Field(default=1_000_000, ge=1024, description="Largest request body accepted.")
+    # Browser sessions (grocerysync.hub.sessions).
+    session_hours: float = Field(default=12, gt=0, le=24 * 30, description="A session's absolute lifetime.")
+    session_idle_minutes: float = Field(
+        default=120, gt=0, description="A session unused this long expires (checked to the nearest few minutes)."
+    )
+    cookie_secure: bool = Field(
+        default=True, description="Mark the session cookie Secure; may be off only when serving on loopback."
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="Failed logins of one account before each further try waits (doubling)."
+    )
+    login_max_failures_per_address: int = Field(
+        default=20, ge=1, description="Failed logins from one client address before each further try waits."
+    )
+    # PostgreSQL row-level security (grocerysync.hub.rls).
+    database_app_role: str | None = Field(
+        default=None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="The PostgreSQL role the hub serves as; 'init' grants it access under row-level security.",
+    )
+    # Retention (grocerysync.hub.retention).
+    purge_interval_seconds: float = Field(
+        default=3600,
+        ge=0,
+        description="How often a serving hub deletes logs and finished runs older than each retailer's retention "
+        "(0: never, run 'grocerysync-hub purge' from a scheduler instead).",
+    )
 
     def db_url(self) -> str:
         """The database URL tortoise connects to (a secret: it may hold a password)."""
@@ -52,7 +83,11 @@ class Settings(BaseSettings):
         return self.secret_key_file or self.data_dir / "secret.key"
 
     def encryption_key(self) -> bytes:
-        """The 32-byte key for stored secrets; raises ConfigError saying how to provide one."""
+        """The 32-byte key that seals new secrets (the ring's first); raises ConfigError saying how to provide one."""
+        return self.encryption_keys()[0]
+
+    def encryption_keys(self) -> list[bytes]:
+        """The key ring, primary first; raises ConfigError saying how to provide or fix it."""
         if self.secret_key is not None:
             text, where = self.secret_key.get_secret_value(), "GROCERYSYNC_SECRET_KEY"
         else:
@@ -64,17 +99,30 @@ class Settings(BaseSettings):
                     f"no secret key: cannot read {path} ({exc.strerror}); run 'grocerysync-hub init' to create "
                     "one, or set GROCERYSYNC_SECRET_KEY or GROCERYSYNC_SECRET_KEY_FILE"
                 ) from None
-        try:
-            key = base64.urlsafe_b64decode(text.strip().encode("ascii"))
-        except (binascii.Error, UnicodeEncodeError, ValueError):
-            key = b""
-        if len(key) != KEY_BYTES:
+        lines = (line.split("#", 1)[0] for line in text.splitlines())
+        words = [w for line in lines for w in line.replace(",", " ").split()]
+        keys = [_decode_key(w, where, number) for number, w in enumerate(words, 1)]
+        if not keys:
             raise ConfigError(
-                f"the secret key in {where} is not {KEY_BYTES} bytes of URL-safe base64; "
-                "generate one with 'grocerysync-hub init' (on a fresh data directory) or "
+                f"{where} holds no secret key; generate one with 'grocerysync-hub init' (on a fresh data directory) or "
                 'python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
             )
-        return key
+        return keys
+
+
+def _decode_key(text: str, where: str, number: int) -> bytes:
+    try:
+        key = base64.urlsafe_b64decode(text.encode("ascii"))
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        key = b""
+    if len(key) != KEY_BYTES:
+        which = "the secret key" if number == 1 else f"key {number} of the key ring"
+        raise ConfigError(
+            f"{which} in {where} is not {KEY_BYTES} bytes of URL-safe base64; "
+            "generate one with 'grocerysync-hub init' (on a fresh data directory) or "
+            'python -c "import base64,os;print(base64.urlsafe_b64encode(os.urandom(32)).decode())"'
+        )
+    return key
 
 
 def new_key_text() -> str:

@@ -19,10 +19,10 @@ T = TypeVar("T")
 P = TypeVar("P", bound=BaseModel)
 
 
-async def paginate(qs: QuerySet[Any], args: PageArgs, page_model: type[P]) -> P:
-    """One page of ``qs`` in id order, as ``page_model`` (``items``, ``total``, ``limit``, ``offset``)."""
+async def paginate(qs: QuerySet[Any], args: PageArgs, page_model: type[P], *, order: tuple[str, ...] = ("id",)) -> P:
+    """One page of ``qs`` in ``order`` (id order by default), as ``page_model`` (``items``, ``total``, ...)."""
     total = await qs.count()
-    rows = await qs.order_by("id").offset(args.offset).limit(args.limit)
+    rows = await qs.order_by(*order).offset(args.offset).limit(args.limit)
     return page_model.model_validate({"items": rows, "total": total, "limit": args.limit, "offset": args.offset})
 
 
