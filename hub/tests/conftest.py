@@ -30,6 +30,8 @@ from grocerysync.hub.settings import Settings
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 TABLES = [
+    "enrollment_token",
+    "agent",
     "log_entry",
     "run_rejection",
     "run",

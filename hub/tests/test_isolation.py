@@ -11,6 +11,7 @@ from conftest import Caller, make_caller
 from quart.typing import TestAppProtocol as RunningApp
 from quart.typing import TestClientProtocol as Client
 
+from grocerysync.hub.domain.agents import redeem_enrollment_token
 from grocerysync.hub.models import TENANT_MODELS, Role
 
 HUB_SRC = Path(__file__).parents[1] / "src" / "grocerysync" / "hub"
@@ -24,6 +25,8 @@ class Tenant:
     destination: int
     job: int = 0
     run: int = 0
+    agent: int = 0
+    enrollment_token: int = 0
 
 
 async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
@@ -46,6 +49,10 @@ async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
     job = await client.post(f"/api/stores/{store}/jobs", headers=h, json=_job_body(t))
     t.job = (await job.get_json())["id"]
     t.run = (await (await client.post(f"/api/jobs/{t.job}/trigger", headers=h)).get_json())["id"]
+    tokens = f"/api/stores/{store}/enrollment-tokens"
+    used = await (await client.post(tokens, headers=h, json={})).get_json()
+    t.agent = (await redeem_enrollment_token(used["token"], f"{name} till"))[0].id
+    t.enrollment_token = (await (await client.post(tokens, headers=h, json={})).get_json())["id"]
     return t
 
 
@@ -85,6 +92,11 @@ def _requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", f"/api/jobs/{t.job}/spec", None),
         ("GET", f"/api/runs/{t.run}", None),
         ("GET", f"/api/runs/{t.run}/rejections", None),
+        ("POST", f"/api/stores/{t.store}/enrollment-tokens", {"expires_in_hours": 1}),
+        ("GET", f"/api/stores/{t.store}/enrollment-tokens", None),
+        ("DELETE", f"/api/enrollment-tokens/{t.enrollment_token}", None),
+        ("GET", f"/api/agents/{t.agent}", None),
+        ("POST", f"/api/agents/{t.agent}/revoke", None),
     ]
 
 
@@ -109,7 +121,7 @@ async def test_every_object_endpoint_is_in_the_matrix(test_app: RunningApp) -> N
         if "<int:" in rule.rule
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4, 5, 6)) + _account_requests(7, 8)}
+    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4, 5, 6, 9, 10)) + _account_requests(7, 8)}
     assert routes == covered, "add new object endpoints to the cross-tenant matrix"
 
 
@@ -142,7 +154,8 @@ async def test_cross_tenant_matrix(client: Client, admin: Caller) -> None:
     assert (await client.post("/api/retailers", headers=tech_a.headers, json={"name": "T"})).status_code == 403
 
     # Lists show only the caller's tenant; the admin sees both.
-    for url in ("/api/retailers", "/api/stores", "/api/connections", "/api/destinations", "/api/jobs", "/api/runs"):
+    lists = ("/api/retailers", "/api/stores", "/api/connections", "/api/destinations", "/api/jobs", "/api/runs")
+    for url in (*lists, "/api/agents"):
         mine = await (await client.get(url, headers=tech_a.headers)).get_json()
         assert {i.get("retailer_id", i["id"]) for i in mine["items"]} == {a.retailer}, url
         assert mine["total"] == 1

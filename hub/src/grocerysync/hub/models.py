@@ -365,6 +365,69 @@ class LogEntry(Model):
         table = "log_entry"
 
 
+class Agent(Model):
+    """A store's agent: it authenticates with its own credential, of which only the SHA-256 is stored.
+
+    Its status (online, stale, offline, revoked) is derived from ``last_seen_at`` and ``revoked_at``, never
+    stored, so it cannot go out of date (see :func:`grocerysync.hub.domain.agents.agent_status`).
+    """
+
+    id = fields.IntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="agents", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    store: fields.ForeignKeyRelation[Store] = fields.ForeignKeyField(
+        "models.Store", related_name="agents", on_delete=fields.CASCADE
+    )
+    store_id: int
+    # The machine's host name at enrollment.
+    name = fields.CharField(max_length=200)
+    credential_hash = fields.CharField(max_length=64, unique=True)
+    credential_prefix = fields.CharField(max_length=16)
+    created_at = fields.DatetimeField(auto_now_add=True)
+    # Written by heartbeats (in batches), hence nullable until the first one.
+    last_seen_at = fields.DatetimeField(null=True, db_index=True)
+    version = fields.CharField(max_length=100, null=True)
+    os = fields.CharField(max_length=200, null=True)
+    plugins: list[dict[str, Any]] | None = fields.JSONField(null=True)
+    revoked_at = fields.DatetimeField(null=True)
+
+    class Meta:
+        table = "agent"
+
+
+class EnrollmentToken(Model):
+    """A one-time, expiring token that an agent trades for its credential: only its SHA-256 is stored."""
+
+    id = fields.IntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="enrollment_tokens", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    store: fields.ForeignKeyRelation[Store] = fields.ForeignKeyField(
+        "models.Store", related_name="enrollment_tokens", on_delete=fields.CASCADE
+    )
+    store_id: int
+    token_hash = fields.CharField(max_length=64, unique=True)
+    prefix = fields.CharField(max_length=16)
+    # A deleted user's tokens stay valid until they expire: the store may be waiting to enroll.
+    created_by: fields.ForeignKeyNullableRelation[User] = fields.ForeignKeyField(
+        "models.User", related_name="enrollment_tokens", on_delete=fields.SET_NULL, null=True
+    )
+    created_by_id: int | None
+    created_at = fields.DatetimeField(auto_now_add=True)
+    expires_at = fields.DatetimeField()
+    used_at = fields.DatetimeField(null=True)
+    used_by: fields.ForeignKeyNullableRelation[Agent] = fields.ForeignKeyField(
+        "models.Agent", related_name="enrollment_tokens", on_delete=fields.SET_NULL, null=True
+    )
+    used_by_id: int | None
+
+    class Meta:
+        table = "enrollment_token"
+
+
 # Tables owned by a tenant: every query for them goes through the scoping layer.
 TENANT_MODELS: tuple[type[Model], ...] = (
     Retailer,
@@ -376,4 +439,6 @@ TENANT_MODELS: tuple[type[Model], ...] = (
     Run,
     RunRejection,
     LogEntry,
+    Agent,
+    EnrollmentToken,
 )

@@ -30,6 +30,8 @@ _LABELS = {
     "Run": "run",
     "RunRejection": "rejection",
     "LogEntry": "log entry",
+    "Agent": "agent",
+    "EnrollmentToken": "enrollment token",
 }
 
 

@@ -69,6 +69,16 @@ class Settings(BaseSettings):
         "(0: never, run 'grocerysync-hub purge' from a scheduler instead).",
     )
 
+    # Agents (grocerysync.hub.domain.agents): their status is derived from when they were last seen.
+    agent_online_seconds: float = Field(
+        default=90, gt=0, description="An agent seen within this many seconds is online."
+    )
+    agent_stale_seconds: float = Field(
+        default=15 * 60,
+        gt=0,
+        description="An agent seen within this many seconds (but not online) is stale, and offline after that.",
+    )
+
     def db_url(self) -> str:
         """The database URL tortoise connects to (a secret: it may hold a password)."""
         if self.database_url is not None:
