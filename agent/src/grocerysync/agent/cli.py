@@ -1,7 +1,8 @@
 """The ``grocerysync-agent`` command line.
 
 ``export JOB.json`` runs one export (exit 0 succeeded, 1 partially failed, 2 failed or could not run);
-``plugins`` lists the installed plugins and any that failed to load; ``service install|uninstall|status``
+``plugins`` lists the installed plugins and any that failed to load; ``enroll`` trades a one-time enrollment
+token for this agent's credential; ``service install|uninstall|status``
 runs the agent as a systemd or Windows service. Every expected problem is one line on stderr; ``--debug``
 adds the traceback and the agent's log.
 """
@@ -67,7 +68,30 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", parents=[common], help="list installed plugins")
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
     _add_service_parser(commands, common)
+    _add_enroll_parser(commands, common)
     return parser
+
+
+def _add_enroll_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    enroll = commands.add_parser(
+        "enroll",
+        parents=[common],
+        help="enroll this agent with the hub (once per machine)",
+        description="Trade the one-time enrollment token your technician created for this store for this agent's "
+        "own credential, kept owner-only in the state directory. Exit status: 0 enrolled, 2 not enrolled.",
+    )
+    enroll.add_argument("--hub", required=True, metavar="URL", help="the hub's address, https://HOST[:PORT]")
+    enroll.add_argument("--token", required=True, help="the enrollment token (single use, expires)")
+    enroll.add_argument("--ca-file", type=Path, help="trust only this CA certificate (PEM) for the hub")
+    enroll.add_argument(
+        "--allow-http", action="store_true", help="allow plain http:// to a hub on this machine (development only)"
+    )
+    enroll.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"where the enrollment is kept (default: ${paths.HOME_ENV} or {paths.default_state_dir()})",
+    )
+    enroll.add_argument("--force", action="store_true", help="replace an existing enrollment")
 
 
 def _add_service_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -205,6 +229,26 @@ def _service(args: argparse.Namespace, manager: Callable[[], PluginManager], out
     )
 
 
+def _enroll(args: argparse.Namespace, manager: Callable[[], PluginManager], out: TextIO, err: TextIO) -> int:
+    from grocerysync.agent.enroll import enroll  # imported here: aiohttp is only needed by this command
+
+    done = enroll(
+        args.hub,
+        args.token,
+        args.state_dir or paths.default_state_dir(),
+        ca_file=args.ca_file,
+        allow_http=args.allow_http,
+        force=args.force,
+        plugins=manager(),
+    )
+    creds = done.credentials
+    out.write(
+        f"enrolled as agent {creds.agent_id} of store {creds.store_name!r} (store {creds.store_id}) "
+        f"at {creds.hub_url}; credential stored in {done.path}\n"
+    )
+    return EXIT_OK
+
+
 def _configure_logging(debug: bool, err: TextIO) -> None:
     root = logging.getLogger("grocerysync")
     if debug:
@@ -245,7 +289,7 @@ def main(
     def manager() -> PluginManager:
         return plugins if plugins is not None else PluginManager()
 
-    command = {"export": _export, "plugins": _plugins, "service": _service}[args.command]
+    command = {"export": _export, "plugins": _plugins, "service": _service, "enroll": _enroll}[args.command]
     try:
         return command(args, manager, out, err)
     except GrocerySyncError as exc:

@@ -17,8 +17,8 @@ from werkzeug.routing import IntegerConverter
 from grocerysync.core.config import field_errors
 from grocerysync.core.manager import PluginManager
 from grocerysync.hub import __version__, db, rls
+from grocerysync.hub.api import agent_channel, auth, connections, retailers
 from grocerysync.hub.api import agents as agents_api
-from grocerysync.hub.api import auth, connections, retailers
 from grocerysync.hub.api import jobs as jobs_api
 from grocerysync.hub.api import users as users_api
 from grocerysync.hub.api.context import EXTENSION, HubState
@@ -110,6 +110,7 @@ def create_app(settings: Settings | None = None, *, plugins: PluginManager | Non
     app.register_blueprint(jobs_api.bp)
     app.register_blueprint(users_api.bp)
     app.register_blueprint(agents_api.bp)
+    app.register_blueprint(agent_channel.bp)
     return app
 
 
