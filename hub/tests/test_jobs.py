@@ -212,3 +212,17 @@ def test_next_run_follows_the_store_time_zone() -> None:
     assert next_run("0 6 * * *", "America/Chicago", summer) == datetime(2024, 7, 15, 11, 0, tzinfo=UTC)
     assert next_run("30 2 * * *", "UTC", winter) == datetime(2024, 1, 15, 2, 30, tzinfo=UTC)
     assert next_run("manual", "UTC", winter) is None
+
+
+async def test_changing_the_store_time_zone_moves_the_next_run(client: Client, admin: Caller) -> None:
+    ids = await _store(client, admin, tz="America/Chicago")
+    created = await client.post(
+        f"/api/stores/{ids['store']}/jobs", headers=admin.headers, json=_job(ids, schedule="0 6 * * *")
+    )
+    job = await created.get_json()
+    assert datetime.fromisoformat(job["next_run_at"]).astimezone(UTC).hour in (11, 12)
+    moved = await client.patch(f"/api/stores/{ids['store']}", headers=admin.headers, json={"time_zone": "Asia/Tokyo"})
+    assert moved.status_code == 200, await moved.get_json()
+    after = await (await client.get(f"/api/jobs/{job['id']}", headers=admin.headers)).get_json()
+    # 6:00 in Tokyo (no daylight saving time) is 21:00 UTC the day before.
+    assert datetime.fromisoformat(after["next_run_at"]).astimezone(UTC).hour == 21

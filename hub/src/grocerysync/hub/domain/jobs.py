@@ -45,6 +45,13 @@ def _refresh_next_run(job: ExportJob, store: Store) -> None:
     job.next_run_at = next_run(job.schedule, store.time_zone) if job.enabled else None
 
 
+async def reschedule_store_jobs(scope: Scope, store: Store) -> None:
+    """Recompute when each enabled job of ``store`` fires next (after its time zone changed)."""
+    for job in await scope.query(ExportJob).filter(store_id=store.id, enabled=True):
+        _refresh_next_run(job, store)
+        await job.save(update_fields=["next_run_at"])
+
+
 async def _endpoint(scope: Scope, model: type[Any], object_id: int, store: Store, field: str, what: str) -> Any:
     """The job's source or destination: it must belong to the job's store (else 422 naming the field)."""
     try:

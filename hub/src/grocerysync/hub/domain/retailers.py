@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from grocerysync.hub.domain.common import audit, paginate, snapshot, unique
+from grocerysync.hub.domain.jobs import reschedule_store_jobs
 from grocerysync.hub.errors import Forbidden
 from grocerysync.hub.models import Retailer, Store
 from grocerysync.hub.schemas import (
@@ -101,6 +102,9 @@ async def update_store(scope: Scope, store_id: int, data: StorePatch) -> StoreOu
     if changes:
         store.update_from_dict(changes)
         await unique(store.save(), f"this retailer already has a store named {data.name!r}")
+        if "time_zone" in changes:
+            # Schedules are read in the store's time zone: the jobs' next firing times move with it.
+            await reschedule_store_jobs(scope, store)
         await audit(
             scope, "update", store, retailer_id=store.retailer_id, before=before, after=snapshot(StoreOut, store)
         )
