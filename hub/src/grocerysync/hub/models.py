@@ -259,6 +259,8 @@ class RunStatus(StrEnum):
     """Where a run is: waiting for its agent, running, or finished (the last four)."""
 
     QUEUED = "queued"
+    # Handed to an agent by a poll, not yet acknowledged.
+    DISPATCHED = "dispatched"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
     PARTIALLY_FAILED = "partially_failed"
@@ -307,7 +309,21 @@ class Run(Model):
     items_written = fields.IntField(default=0)
     items_removed = fields.IntField(default=0)
     items_rejected = fields.IntField(default=0)
+    items_unchanged = fields.IntField(default=0, db_default=0)
+    items_filtered = fields.IntField(default=0, db_default=0)
+    items_failed = fields.IntField(default=0, db_default=0)
     error = fields.TextField(default="")
+    # Dispatch: a retry waits until not_before; a dispatched or running run belongs to its agent until its lease
+    # runs out (grocerysync.hub.domain.dispatch).
+    full = fields.BooleanField(default=False, db_default=False)
+    not_before = fields.DatetimeField(null=True)
+    lease_expires_at = fields.DatetimeField(null=True, db_index=True)
+    cancel_requested_at = fields.DatetimeField(null=True)
+    # The agent's last progress report: its phase and when it came.
+    phase = fields.CharField(max_length=20, default="", db_default="")
+    progress_at = fields.DatetimeField(null=True)
+    # The rest of the agent's result: warnings, the destination's commit line, duration, rejections sent.
+    details: dict[str, Any] | None = fields.JSONField(null=True)
 
     class Meta:
         table = "run"
@@ -329,9 +345,12 @@ class RunRejection(Model):
     item_id = fields.CharField(max_length=200, null=True)
     stage = fields.CharField(max_length=20)
     reason = fields.TextField()
+    # The rejection's number in its run, as the agent sent it: a batch sent twice is stored once.
+    seq = fields.IntField(null=True)
 
     class Meta:
         table = "run_rejection"
+        unique_together = (("run", "seq"),)
 
 
 class LogEntry(Model):
@@ -360,6 +379,8 @@ class LogEntry(Model):
     message = fields.TextField()
     # Structured fields of the record. Not named "fields", which would hide the tortoise module here.
     extra: dict[str, Any] = fields.JSONField(default=dict)
+    # The agent's id of the record: a record shipped twice is stored once. None for the hub's own records.
+    uid = fields.UUIDField(null=True, unique=True)
 
     class Meta:
         table = "log_entry"
@@ -392,6 +413,8 @@ class Agent(Model):
     os = fields.CharField(max_length=200, null=True)
     plugins: list[dict[str, Any]] | None = fields.JSONField(null=True)
     revoked_at = fields.DatetimeField(null=True)
+    # The health of the last heartbeat (spool size, what it runs, a message when degraded).
+    health: dict[str, Any] | None = fields.JSONField(null=True)
 
     class Meta:
         table = "agent"
@@ -428,6 +451,45 @@ class EnrollmentToken(Model):
         table = "enrollment_token"
 
 
+class CommandStatus(StrEnum):
+    """Where a command to an agent is: waiting for its next poll, handed to it, or answered."""
+
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class AgentCommand(Model):
+    """Something a technician asked of an agent (``grocerysync.core.wire.CommandType``), and the agent's answer."""
+
+    id = fields.IntField(primary_key=True)
+    retailer: fields.ForeignKeyRelation[Retailer] = fields.ForeignKeyField(
+        "models.Retailer", related_name="agent_commands", on_delete=fields.CASCADE
+    )
+    retailer_id: int
+    agent: fields.ForeignKeyRelation[Agent] = fields.ForeignKeyField(
+        "models.Agent", related_name="commands", on_delete=fields.CASCADE
+    )
+    agent_id: int
+    type = fields.CharField(max_length=20)
+    run: fields.ForeignKeyNullableRelation[Run] = fields.ForeignKeyField(
+        "models.Run", related_name="commands", on_delete=fields.SET_NULL, null=True
+    )
+    run_id: int | None
+    status = fields.CharEnumField(CommandStatus, max_length=20, default=CommandStatus.PENDING, db_index=True)
+    created_by = fields.CharField(max_length=320, default="")
+    created_at = fields.DatetimeField(auto_now_add=True)
+    delivered_at = fields.DatetimeField(null=True)
+    completed_at = fields.DatetimeField(null=True)
+    message = fields.TextField(default="")
+    # The agent's report (diagnostics).
+    result: dict[str, Any] | None = fields.JSONField(null=True)
+
+    class Meta:
+        table = "agent_command"
+
+
 # Tables owned by a tenant: every query for them goes through the scoping layer.
 TENANT_MODELS: tuple[type[Model], ...] = (
     Retailer,
@@ -441,4 +503,5 @@ TENANT_MODELS: tuple[type[Model], ...] = (
     LogEntry,
     Agent,
     EnrollmentToken,
+    AgentCommand,
 )

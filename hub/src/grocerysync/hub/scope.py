@@ -32,6 +32,7 @@ _LABELS = {
     "LogEntry": "log entry",
     "Agent": "agent",
     "EnrollmentToken": "enrollment token",
+    "AgentCommand": "agent command",
 }
 
 

@@ -1,0 +1,31 @@
+"""Authentication of the agent channel: every call after enrollment carries the agent's own credential."""
+
+from __future__ import annotations
+
+from quart import g, request
+
+from grocerysync.hub.domain.agents import authenticate_agent
+from grocerysync.hub.errors import Unauthorized
+from grocerysync.hub.models import Agent
+
+
+async def require_agent() -> Agent:
+    """The agent whose credential is in ``Authorization: Bearer ...``, also kept as ``g.agent``; else 401.
+
+    A revoked agent or an unknown credential is refused with a message that says to enroll again.
+    """
+    scheme, _, credential = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not credential.strip():
+        raise Unauthorized(
+            "send this agent's credential as 'Authorization: Bearer <credential>' "
+            "(the agent keeps it in its state directory after 'grocerysync-agent enroll')"
+        )
+    agent = await authenticate_agent(credential)
+    g.agent = agent
+    return agent
+
+
+def current_agent() -> Agent:
+    """The agent authenticated by :func:`require_agent` for this request."""
+    agent: Agent = g.agent
+    return agent
