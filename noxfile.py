@@ -76,15 +76,25 @@ def contract(session: nox.Session, plugin: str) -> None:
 
 @nox.session(python=PYTHON, default=False)
 def demo(session: nox.Session) -> None:
-    """Export a generated sample catalogue from a CSV POS export to a feed folder and show the summary."""
-    session.install(*_editable("core", "agent", "packages/grocerysync-pos-csv", "packages/grocerysync-dest-folder"))
+    """Export a sample catalogue to a feed folder by hand, then from a hub with an enrolled agent (Ctrl+C stops)."""
+    session.install(
+        *_editable("core", "agent", "hub", "packages/grocerysync-pos-csv", "packages/grocerysync-dest-folder")
+    )
     session.run("python", "contrib/demo/demo.py", *session.posargs)
 
 
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Run the benchmarks; each result is printed as one line `BENCH {json}`."""
-    sources = ["core/src", "agent/src", "packages/grocerysync-pos-csv/src", "packages/grocerysync-dest-sftp/src"]
+    sources = [
+        "core/src",
+        "agent/src",
+        "hub/src",
+        "packages/grocerysync-pos-csv/src",
+        "packages/grocerysync-dest-sftp/src",
+        # The dispatch benchmarks' jobs write to a folder: the hub validates their config with this plugin.
+        "packages/grocerysync-dest-folder/src",
+    ]
     session.install(*_editable(*(s.removesuffix("/src") for s in sources)))
     # Editable sources are not byte-compiled by the installer; compile them as an installed wheel would be.
     session.run("python", "-m", "compileall", "-q", *sources)

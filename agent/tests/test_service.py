@@ -70,6 +70,8 @@ def test_the_unit_runs_this_environment_s_agent_hardened() -> None:
         "PrivateTmp": "yes",
         "PrivateDevices": "yes",
         "Restart": "on-failure",
+        # A revoked agent (exit status 3) is not restarted: only enrolling again helps.
+        "RestartPreventExitStatus": "3",
         "CapabilityBoundingSet": "",
         "UMask": "0077",
         "DynamicUser": "yes",

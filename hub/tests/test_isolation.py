@@ -11,6 +11,7 @@ from conftest import Caller, make_caller
 from quart.typing import TestAppProtocol as RunningApp
 from quart.typing import TestClientProtocol as Client
 
+from grocerysync.core.wire import AGENT_API_PREFIX
 from grocerysync.hub.domain.agents import redeem_enrollment_token
 from grocerysync.hub.models import TENANT_MODELS, Role
 
@@ -27,6 +28,12 @@ class Tenant:
     run: int = 0
     agent: int = 0
     enrollment_token: int = 0
+    command: int = 0
+    credential: str = ""
+
+    @property
+    def agent_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.credential}"}
 
 
 async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
@@ -51,8 +58,11 @@ async def _tenant(client: Client, admin: Caller, name: str) -> Tenant:
     t.run = (await (await client.post(f"/api/jobs/{t.job}/trigger", headers=h)).get_json())["id"]
     tokens = f"/api/stores/{store}/enrollment-tokens"
     used = await (await client.post(tokens, headers=h, json={})).get_json()
-    t.agent = (await redeem_enrollment_token(used["token"], f"{name} till"))[0].id
+    agent, t.credential = await redeem_enrollment_token(used["token"], f"{name} till")
+    t.agent = agent.id
     t.enrollment_token = (await (await client.post(tokens, headers=h, json={})).get_json())["id"]
+    command = await client.post(f"/api/agents/{t.agent}/commands", headers=h, json={"type": "diagnostics"})
+    t.command = (await command.get_json())["id"]
     return t
 
 
@@ -92,11 +102,15 @@ def _requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
         ("GET", f"/api/jobs/{t.job}/spec", None),
         ("GET", f"/api/runs/{t.run}", None),
         ("GET", f"/api/runs/{t.run}/rejections", None),
+        ("POST", f"/api/runs/{t.run}/cancel", None),
         ("POST", f"/api/stores/{t.store}/enrollment-tokens", {"expires_in_hours": 1}),
         ("GET", f"/api/stores/{t.store}/enrollment-tokens", None),
         ("DELETE", f"/api/enrollment-tokens/{t.enrollment_token}", None),
         ("GET", f"/api/agents/{t.agent}", None),
         ("POST", f"/api/agents/{t.agent}/revoke", None),
+        ("POST", f"/api/agents/{t.agent}/commands", {"type": "reload"}),
+        ("GET", f"/api/agents/{t.agent}/commands", None),
+        ("GET", f"/api/agents/{t.agent}/commands/{t.command}", None),
     ]
 
 
@@ -118,10 +132,11 @@ async def test_every_object_endpoint_is_in_the_matrix(test_app: RunningApp) -> N
     routes = {
         (method, re.sub(r"<int:\w+>", "<id>", rule.rule))
         for rule in app.url_map.iter_rules()
-        if "<int:" in rule.rule
+        if "<int:" in rule.rule and not rule.rule.startswith(AGENT_API_PREFIX)
         for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    covered = {(m, _rule_of(u)) for m, u, _ in _requests(Tenant(1, 2, 3, 4, 5, 6, 9, 10)) + _account_requests(7, 8)}
+    ids = Tenant(1, 2, 3, 4, 5, 6, 9, 10, command=11)
+    covered = {(m, _rule_of(u)) for m, u, _ in _requests(ids) + _account_requests(7, 8)}
     assert routes == covered, "add new object endpoints to the cross-tenant matrix"
 
 
@@ -235,3 +250,89 @@ async def test_cross_account_matrix(client: Client, admin: Caller) -> None:
         response = await client.open(url, method=method, headers=viewer_a.headers, json=body)
         assert response.status_code == expected[method], (method, url, response.status_code)
     assert (await client.get(f"/api/users/{users['tech-b@example.com']}", headers=admin.headers)).status_code == 200
+
+
+# --- the agent channel: an agent sees only its own store's runs and its own commands -------------------------
+
+
+def _agent_requests(t: Tenant) -> list[tuple[str, str, dict[str, Any] | None]]:
+    """(method, url, valid body) of every agent channel route about one run or command of tenant t."""
+    rejection = {"ref": "row 1", "reason": "no price", "stage": "validate"}
+    return [
+        ("POST", f"{AGENT_API_PREFIX}/runs/{t.run}/ack", {"attempt": 1}),
+        ("POST", f"{AGENT_API_PREFIX}/runs/{t.run}/progress", {"attempt": 1, "read": 5}),
+        (
+            "POST",
+            f"{AGENT_API_PREFIX}/runs/{t.run}/rejections",
+            {"attempt": 1, "first_seq": 0, "rejections": [rejection]},
+        ),
+        ("POST", f"{AGENT_API_PREFIX}/runs/{t.run}/result", {"attempt": 1, "status": "succeeded", "read": 5}),
+        ("POST", f"{AGENT_API_PREFIX}/commands/{t.command}/result", {"ok": True, "message": "done"}),
+    ]
+
+
+async def _poll(client: Client, t: Tenant) -> dict[str, Any]:
+    response = await client.post(f"{AGENT_API_PREFIX}/poll", headers=t.agent_headers, json={"wait": 0})
+    assert response.status_code == 200, await response.get_json()
+    answer: dict[str, Any] = await response.get_json()
+    return answer
+
+
+async def test_every_agent_route_is_in_the_agent_matrix(test_app: RunningApp) -> None:
+    app = test_app.app  # type: ignore[attr-defined]
+    routes = {
+        (method, re.sub(r"<int:\w+>", "<id>", rule.rule))
+        for rule in app.url_map.iter_rules()
+        if rule.endpoint.startswith("agent_channel.") and rule.endpoint != "agent_channel.enroll"
+        for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    covered = {(m, _rule_of(u)) for m, u, _ in _agent_requests(Tenant(1, 2, 3, 4, run=6, command=11))}
+    assert routes == covered | {("POST", f"{AGENT_API_PREFIX}/poll")}, "add new agent routes to the agent matrix"
+
+
+async def test_agents_cannot_touch_other_stores_runs_or_other_agents_commands(client: Client, admin: Caller) -> None:
+    a = await _tenant(client, admin, "Retailer A")
+    b = await _tenant(client, admin, "Retailer B")
+    # Each agent takes its own store's run and command.
+    for t in (a, b):
+        answer = await _poll(client, t)
+        assert [r["run_id"] for r in answer["runs"]] == [t.run]
+        assert [c["id"] for c in answer["commands"]] == [t.command]
+    run_b = await (await client.get(f"/api/runs/{b.run}", headers=admin.headers)).get_json()
+    command_b = await (
+        await client.get(f"/api/agents/{b.agent}/commands/{b.command}", headers=admin.headers)
+    ).get_json()
+
+    # Agent A reporting on B's run or answering B's command: 404, as if neither existed.
+    for method, url, body in _agent_requests(b):
+        response = await client.open(url, method=method, headers=a.agent_headers, json=body)
+        assert response.status_code == 404, (method, url, response.status_code)
+        assert "Retailer B" not in await response.get_data(as_text=True)
+    assert await (await client.get(f"/api/runs/{b.run}", headers=admin.headers)).get_json() == run_b
+    assert (await (await client.get(f"/api/runs/{b.run}/rejections", headers=admin.headers)).get_json())["total"] == 0
+    after = await (await client.get(f"/api/agents/{b.agent}/commands/{b.command}", headers=admin.headers)).get_json()
+    assert after == command_b
+
+    # The same requests from B's own agent are accepted: the 404s above came from the isolation, not the bodies.
+    for method, url, body in _agent_requests(b):
+        response = await client.open(url, method=method, headers=b.agent_headers, json=body)
+        assert response.status_code == 200, (method, url, await response.get_json())
+    finished = await (await client.get(f"/api/runs/{b.run}", headers=admin.headers)).get_json()
+    assert (finished["status"], finished["items_read"]) == ("succeeded", 5)
+
+
+async def test_a_revoked_agent_gets_401_on_every_agent_route(client: Client, admin: Caller) -> None:
+    a = await _tenant(client, admin, "Retailer A")
+    await _poll(client, a)
+    assert (await client.post(f"/api/agents/{a.agent}/revoke", headers=admin.headers)).status_code == 200
+    requests = [("POST", f"{AGENT_API_PREFIX}/poll", {"wait": 0}), *_agent_requests(a)]
+    for method, url, body in requests:
+        response = await client.open(url, method=method, headers=a.agent_headers, json=body)
+        assert response.status_code == 401, (method, url, response.status_code)
+        error = (await response.get_json())["error"]
+        assert "was revoked" in error, error
+        assert "enroll it again" in error, error
+        # No credential at all: 401 saying how to send one.
+        response = await client.open(url, method=method, json=body)
+        assert response.status_code == 401
+        assert "Authorization: Bearer" in (await response.get_json())["error"]

@@ -6,6 +6,10 @@
   real OpenSSH server on loopback; items/s from the run's own duration, peak RSS of the agent process.
 - ``export_delta_1pct``: the same job again after 1% of the items changed price: what it sent, and what it
   should have sent.
+- ``log_ingest_pg``: agents shipping log batches to a real hub on PostgreSQL (``tests/bench/log_ingest.py``):
+  records stored per second.
+- ``dispatch_latency`` and ``agents_per_hub``: thousands of simulated agents long-polling one real hub on
+  PostgreSQL (``tests/bench/dispatch.py``): trigger -> assignment latency, and how many agents one hub holds.
 
     python tests/bench/run.py [--items 200000] [--keep DIR]
 """
@@ -31,6 +35,8 @@ from grocerysync.core.samples import POS_COLUMNS, write_catalogue_csv
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "packages" / "grocerysync-dest-sftp" / "tests"))
 
+import dispatch  # noqa: E402  (tests/bench/dispatch.py, next to this file)
+import log_ingest  # noqa: E402  (tests/bench/log_ingest.py, next to this file)
 import sshd as sshd_helper  # noqa: E402  (the test OpenSSH server of the SFTP plugin)
 
 CHANGE_EVERY = 100  # 1% of the items
@@ -145,6 +151,8 @@ def main() -> int:
         server.stop()
         if args.keep is None:
             shutil.rmtree(work, ignore_errors=True)
+    bench(log_ingest.run_benchmark())
+    dispatch.run_benchmarks(report=bench)
     return 0
 
 

@@ -2,7 +2,8 @@
 
 ``export JOB.json`` runs one export (exit 0 succeeded, 1 partially failed, 2 failed or could not run);
 ``plugins`` lists the installed plugins and any that failed to load; ``enroll`` trades a one-time enrollment
-token for this agent's credential; ``service install|uninstall|status``
+token for this agent's credential; ``run`` connects to the hub and carries out the runs it hands out until
+stopped (exit 0 stopped, 2 could not start, 3 the hub refused the credential); ``service install|uninstall|status``
 runs the agent as a systemd or Windows service. Every expected problem is one line on stderr; ``--debug``
 adds the traceback and the agent's log.
 """
@@ -24,6 +25,7 @@ from pydantic import ValidationError
 
 from grocerysync.agent import paths
 from grocerysync.agent.pipeline import run_export
+from grocerysync.agent.service import EXIT_REVOKED
 from grocerysync.agent.summary import Progress
 from grocerysync.core.config import field_errors
 from grocerysync.core.errors import GrocerySyncError
@@ -31,7 +33,7 @@ from grocerysync.core.jobs import JobSpec
 from grocerysync.core.manager import PluginManager
 
 EXIT_OK, EXIT_PARTIAL, EXIT_FAILED = 0, 1, 2
-_EXIT = {"succeeded": EXIT_OK, "partially_failed": EXIT_PARTIAL, "failed": EXIT_FAILED}
+_EXIT = {"succeeded": EXIT_OK, "partially_failed": EXIT_PARTIAL, "failed": EXIT_FAILED, "cancelled": EXIT_FAILED}
 
 
 class UsageError(GrocerySyncError):
@@ -69,7 +71,31 @@ def build_parser() -> argparse.ArgumentParser:
     plugins.add_argument("--json", action="store_true", help="print the list as JSON")
     _add_service_parser(commands, common)
     _add_enroll_parser(commands, common)
+    _add_run_parser(commands, common)
     return parser
+
+
+def _add_run_parser(commands: Any, common: argparse.ArgumentParser) -> None:
+    run = commands.add_parser(
+        "run",
+        parents=[common],
+        help="connect to the hub and carry out its runs until stopped (what the service runs)",
+        description="Connect to the hub this agent is enrolled with, carry out the runs and commands it hands out "
+        "and ship results and logs, until stopped (Ctrl+C, SIGTERM, a service stop). Exit status: 0 stopped, "
+        f"2 could not start (not enrolled, unusable hub address), {EXIT_REVOKED} the hub refused this agent's "
+        "credential (enroll again; the service is not restarted).",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        help=f"the enrollment, spool and delta stores (default: ${paths.HOME_ENV} or {paths.default_state_dir()})",
+    )
+    run.add_argument(
+        "--once-idle",
+        type=float,
+        metavar="SECONDS",
+        help="exit (status 0) once there has been nothing to do for SECONDS: no run, nothing left to ship",
+    )
 
 
 def _add_enroll_parser(commands: Any, common: argparse.ArgumentParser) -> None:
@@ -249,6 +275,35 @@ def _enroll(args: argparse.Namespace, manager: Callable[[], PluginManager], out:
     return EXIT_OK
 
 
+def _run(args: argparse.Namespace, manager: Callable[[], PluginManager], out: TextIO, err: TextIO) -> int:
+    import threading
+
+    from grocerysync.agent.runner import AgentRunner, RunnerOptions
+    from grocerysync.agent.runner.logship import ConsoleFormatter
+    from grocerysync.agent.service import control
+
+    debug = bool(getattr(args, "debug", False))
+    if args.once_idle is not None and args.once_idle < 0:
+        raise UsageError("--once-idle must be 0 or more seconds")
+    # The console is the service's log (journald; service-output.log on Windows): one line per event.
+    console = logging.StreamHandler(err)
+    console.setFormatter(ConsoleFormatter(debug=debug))
+    console.setLevel(logging.DEBUG if debug else logging.INFO)
+    _configure_logging(False, err)  # the runner's handlers replace the usual quiet setup
+    if threading.current_thread() is threading.main_thread():
+        control.install_signal_handlers()  # the Windows service host calls main() in a worker thread instead
+    runner = AgentRunner(
+        args.state_dir or paths.default_state_dir(),
+        plugins=manager,
+        options=RunnerOptions(idle_exit=args.once_idle),
+        console=console,
+    )
+    code = asyncio.run(runner.run())
+    if runner.revoked is not None:
+        err.write(f"grocerysync-agent: error: {runner.revoked}\n")
+    return code
+
+
 def _configure_logging(debug: bool, err: TextIO) -> None:
     root = logging.getLogger("grocerysync")
     if debug:
@@ -289,7 +344,9 @@ def main(
     def manager() -> PluginManager:
         return plugins if plugins is not None else PluginManager()
 
-    command = {"export": _export, "plugins": _plugins, "service": _service, "enroll": _enroll}[args.command]
+    command = {"export": _export, "plugins": _plugins, "service": _service, "enroll": _enroll, "run": _run}[
+        args.command
+    ]
     try:
         return command(args, manager, out, err)
     except GrocerySyncError as exc:

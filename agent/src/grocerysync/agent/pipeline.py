@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
@@ -39,6 +40,10 @@ log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[Progress], None]
 Transform = Callable[[list[Item]], list[Item]]
+
+
+class _Cancelled(Exception):
+    """Raised between batches when the run's cancel event is set; never leaves :func:`run_export`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,12 +110,17 @@ async def run_export(
     dry_run: bool = False,
     progress: ProgressCallback | None = None,
     retry_delay: float = 0.5,
+    cancel: threading.Event | None = None,
 ) -> RunSummary:
-    """Run one export and return its summary (status ``succeeded``, ``partially_failed`` or ``failed``).
+    """Run one export and return its summary (status ``succeeded``, ``partially_failed``, ``failed`` or
+    ``cancelled``).
 
     ``full`` (or ``job.options.mode == "full"``) re-sends every item and refreshes the delta store;
     ``dry_run`` (or ``job.options.dry_run``) sends nothing, leaves the store untouched and writes what it
     would send to a preview file. ``retry_delay`` is the first backoff delay in seconds.
+
+    ``cancel`` (set from any thread) stops the run after the batch it is working on: nothing is committed
+    and the delta store is left as it was, so the next run sends those items again (writes are upserts).
     """
     started = time.perf_counter()
     full = full or job.options.mode == "full"
@@ -126,7 +136,14 @@ async def run_export(
     try:
         plan = resolve(job, plugins)
         with _fewer_gc_passes():
-            await _Run(job, plan, summary, state_dir, full, progress, retry_delay).execute()
+            await _Run(job, plan, summary, state_dir, full, progress, retry_delay, cancel).execute()
+    except _Cancelled:
+        summary.status = "cancelled"
+        summary.error = (
+            f"cancelled after {summary.read} items were read; nothing was committed and the delta state was "
+            "not updated, so the next run sends these items again"
+        )
+        log.warning("export %r run %s cancelled", job.name, summary.run_id)
     except GrocerySyncError as exc:
         summary.status = "failed"
         summary.error = str(exc)
@@ -162,8 +179,10 @@ class _Run:
         full: bool,
         progress: ProgressCallback | None,
         retry_delay: float,
+        cancel: threading.Event | None = None,
     ) -> None:
         self.job = job
+        self.cancel = cancel
         self.plan = plan
         self.summary = summary
         self.full = full
@@ -201,6 +220,7 @@ class _Run:
                     last_cursor = await self._read_and_send(writer, ReadRequest(self.options.batch_size, cursor))
                     if cursor is None:  # only a full read shows what is gone
                         await self._removals(writer)
+                    self._check_cancel()
                     self._report("committing")
                     summary.commit = await self._call(writer.commit, "commit")
                 if not summary.dry_run:
@@ -251,6 +271,11 @@ class _Run:
     def _report(self, phase: Any) -> None:
         if self.progress is not None:
             self.progress(self.summary.progress(phase))
+
+    def _check_cancel(self) -> None:
+        # Raised inside the destination's context: its writer sees the exception and discards what it staged.
+        if self.cancel is not None and self.cancel.is_set():
+            raise _Cancelled
 
     # -- reading ---------------------------------------------------------------------------
 
@@ -344,6 +369,7 @@ class _Run:
             if changed:
                 await self._process(writer, changed, by_key, hashes)
             self._report("reading")
+            self._check_cancel()
         await self._flush(writer)
         return last_cursor
 
@@ -454,6 +480,7 @@ class _Run:
             for key, error in failed:
                 self.problems.fail(f"removal of item {key}", key, "delete", error)
             self._report("removing")
+            self._check_cancel()
 
 
 def _item_key(item: Item) -> str:

@@ -10,7 +10,7 @@ import orjson
 
 from grocerysync.core.results import Rejection
 
-Status = Literal["succeeded", "partially_failed", "failed"]
+Status = Literal["succeeded", "partially_failed", "failed", "cancelled"]
 
 #: How many rejections and failures a summary carries; the full list is in the run's rejections file.
 KEEP_IN_SUMMARY = 100
@@ -57,7 +57,7 @@ class RunSummary:
     items_per_s: float = 0.0
     #: The destination's own line about what it committed.
     commit: str | None = None
-    #: What stopped the run (status ``failed``), in words meant for a technician.
+    #: What stopped the run (status ``failed`` or ``cancelled``), in words meant for a technician.
     error: str | None = None
     warnings: list[str] = field(default_factory=list)
     rejections: list[dict[str, Any]] = field(default_factory=list)
@@ -94,7 +94,12 @@ class RunSummary:
         """A readable multi-line summary for a terminal."""
         verb = "would send" if self.dry_run else "sent"
         removed = "would remove" if self.dry_run else "removed"
-        title = {"succeeded": "succeeded", "partially_failed": "PARTIALLY FAILED", "failed": "FAILED"}[self.status]
+        title = {
+            "succeeded": "succeeded",
+            "partially_failed": "PARTIALLY FAILED",
+            "failed": "FAILED",
+            "cancelled": "CANCELLED",
+        }[self.status]
         lines = [
             f"Export {self.job!r} ({self.mode}{', dry run' if self.dry_run else ''}) {title} - run {self.run_id}",
             f"  read {self.read}, unchanged {self.unchanged}, {verb} {self.sent}, rejected {self.rejected}, "
@@ -139,7 +144,9 @@ class Problems:
 
     def _write(self, entry: dict[str, Any]) -> None:
         if self._file is None:
-            self._file = self._path.open("ab")
+            # "wb": a run directory reused by a later attempt (or a hub whose run ids started over) must not
+            # carry an earlier run's rejections into this run's report.
+            self._file = self._path.open("wb")
             self._summary.rejections_path = str(self._path)
         self._file.write(orjson.dumps(entry) + b"\n")
 

@@ -17,14 +17,15 @@ from werkzeug.routing import IntegerConverter
 from grocerysync.core.config import field_errors
 from grocerysync.core.manager import PluginManager
 from grocerysync.hub import __version__, db, rls
-from grocerysync.hub.api import agent_channel, auth, connections, retailers
+from grocerysync.hub.api import agent_channel, agent_logs, auth, connections, retailers
 from grocerysync.hub.api import agents as agents_api
 from grocerysync.hub.api import jobs as jobs_api
 from grocerysync.hub.api import users as users_api
 from grocerysync.hub.api.context import EXTENSION, HubState
 from grocerysync.hub.api.cookies import SECURE_COOKIE
 from grocerysync.hub.crypto import SecretBox, SecretsError
-from grocerysync.hub.domain import retention
+from grocerysync.hub.domain import heartbeats, leases, retention, scheduler
+from grocerysync.hub.domain.wake import WAKEUPS
 from grocerysync.hub.errors import ApiError
 from grocerysync.hub.plugins import plugin_catalogue
 from grocerysync.hub.sessions import Throttled
@@ -83,6 +84,41 @@ def create_app(settings: Settings | None = None, *, plugins: PluginManager | Non
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
+    @app.while_serving
+    async def flush_heartbeats() -> AsyncGenerator[None, None]:
+        # Polls record heartbeats in memory; this writes them in batches, and once more on the way out.
+        buffer = app.extensions[heartbeats.EXTENSION] = heartbeats.HeartbeatBuffer()
+        task = asyncio.create_task(buffer.flush_periodically(settings.heartbeat_flush_seconds))
+        yield
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await heartbeats.flush_quietly(buffer)
+
+    @app.while_serving
+    async def wake_across_processes() -> AsyncGenerator[None, None]:
+        # PostgreSQL: LISTEN/NOTIFY so a trigger on one hub process wakes a poll held by another (no-op on SQLite).
+        await WAKEUPS.start(settings.db_url())
+        yield
+        await WAKEUPS.stop()
+
+    @app.while_serving
+    async def run_schedules() -> AsyncGenerator[None, None]:
+        task = None
+        if settings.scheduler_interval_seconds > 0:
+            grace = settings.lease_grace_seconds
+            if grace is None:
+                grace = leases.startup_grace(settings.run_ack_seconds, settings.run_lease_seconds)
+            sweeper = leases.LeaseSweeper(grace)
+            task = asyncio.create_task(
+                scheduler.schedule_periodically(settings.scheduler_interval_seconds, sweep=sweeper.sweep)
+            )
+        yield
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
     _register_errors(app)
 
     @app.before_request
@@ -111,6 +147,7 @@ def create_app(settings: Settings | None = None, *, plugins: PluginManager | Non
     app.register_blueprint(users_api.bp)
     app.register_blueprint(agents_api.bp)
     app.register_blueprint(agent_channel.bp)
+    app.register_blueprint(agent_logs.bp)
     return app
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import getpass
 import sys
 from collections.abc import Awaitable, Callable
@@ -135,6 +136,19 @@ def _create_user(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _tune_gc() -> None:
+    """Collect garbage less often while serving.
+
+    Each request allocates thousands of short-lived objects (a log batch: 1,000 records as dicts, models and
+    rows), and with the default thresholds the cyclic collector ran every 700 allocations and took about 40 % of
+    the hub's CPU when ingesting logs. Everything imported so far lives as long as the process, so it is frozen
+    out of the collector's sight.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(10_000, 50, 100)
+
+
 def _serve(settings: Settings, args: argparse.Namespace) -> int:
     config = Config()
     config.bind = [args.bind or settings.bind]
@@ -148,6 +162,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> int:
     if args.certfile or args.keyfile:
         config.certfile, config.keyfile = args.certfile, args.keyfile
     app = create_app(settings)
+    _tune_gc()
     try:
         asyncio.run(serve(app, config))
     except KeyboardInterrupt:

@@ -374,7 +374,7 @@ class LogEntry(Model):
     at = fields.DatetimeField(db_index=True)
     # The level name (debug, info, warning, error, critical) and its number, for "this level and above".
     level = fields.CharField(max_length=10)
-    levelno = fields.IntField(db_index=True)
+    levelno = fields.IntField()
     logger = fields.CharField(max_length=200, default="")
     message = fields.TextField()
     # Structured fields of the record. Not named "fields", which would hide the tortoise module here.
@@ -384,6 +384,9 @@ class LogEntry(Model):
 
     class Meta:
         table = "log_entry"
+        # One retailer's newest lines (the default listing, its count, and the retention purge); a run's lines
+        # (and deleting a run, whose lines' run_id is set to NULL). "This level and above" filters within these.
+        indexes = (("retailer_id", "at"), ("run_id",))
 
 
 class Agent(Model):

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from grocerysync.hub.models import CommandStatus
 from grocerysync.hub.schemas import IdFilter, Page, PageArgs
 
 #: How long a new enrollment token is valid unless the request says otherwise, and the longest allowed.
@@ -75,6 +76,8 @@ class AgentOut(BaseModel):
     os: str | None
     plugins: list[dict[str, Any]] | None
     revoked_at: datetime | None
+    #: The health the agent sent with its last heartbeat (spool size, runs in progress, what is wrong if degraded).
+    health: dict[str, Any] | None = None
 
 
 class AgentPage(Page[AgentOut]):
@@ -87,3 +90,44 @@ class AgentFilter(PageArgs):
     retailer_id: IdFilter | None = None
     store_id: IdFilter | None = None
     status: AgentStatus | None = None
+
+
+class CommandIn(BaseModel):
+    """A command for an agent, delivered with its next poll: ``reload`` its configuration, or send ``diagnostics``.
+
+    (Runs are cancelled with ``POST /api/runs/{id}/cancel``, which sends the run's agent a ``cancel`` command.)
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["reload", "diagnostics"]
+
+
+class CommandOut(BaseModel):
+    """A command to an agent and where it is: ``pending`` (waiting for a poll), ``delivered``, ``done`` or
+    ``failed`` (with the agent's ``message``, and its report in ``result`` for diagnostics)."""
+
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    retailer_id: int
+    agent_id: int
+    type: str
+    run_id: int | None
+    status: CommandStatus
+    created_by: str
+    created_at: datetime
+    delivered_at: datetime | None
+    completed_at: datetime | None
+    message: str
+    result: dict[str, Any] | None
+
+
+class CommandPage(Page[CommandOut]):
+    """A page of an agent's commands, newest first."""
+
+
+class CommandFilter(PageArgs):
+    """Filters of an agent's command list."""
+
+    status: CommandStatus | None = None

@@ -148,7 +148,37 @@ class RunOut(_Out):
     items_written: int
     items_removed: int
     items_rejected: int
+    items_unchanged: int
+    items_filtered: int
+    items_failed: int
     error: str
+    #: Every item is re-sent, not only what changed.
+    full: bool
+    #: A retry waits until then before an agent may take it.
+    not_before: datetime | None
+    #: Until when the run stays its agent's without another acknowledgement or progress report.
+    lease_expires_at: datetime | None
+    #: A technician asked to cancel the run; its agent stops after its current batch.
+    cancel_requested_at: datetime | None
+    #: The agent's last progress report: its phase (reading, removing, committing, done) and when it came.
+    phase: str
+    progress_at: datetime | None
+    #: The agent's result beyond the counts: warnings, the destination's commit line, duration, rejections sent
+    #: (``rejections_total``) and stored (``rejections_kept``).
+    details: dict[str, Any] | None
+
+
+class TriggerIn(_In):
+    """Options of a manual run (the body of a trigger is optional)."""
+
+    #: Re-send every item instead of only what changed since the last successful run.
+    full: bool = False
+
+
+class TriggerArgs(BaseModel):
+    """Query options of a trigger (the same as the body's)."""
+
+    full: bool = False
 
 
 class RunPage(Page[RunOut]):

@@ -11,6 +11,7 @@ from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from grocerysync.core.errors import ConfigError
+from grocerysync.core.wire import MAX_POLL_WAIT, LogLevel
 
 KEY_BYTES = 32
 
@@ -68,6 +69,19 @@ class Settings(BaseSettings):
         description="How often a serving hub deletes logs and finished runs older than each retailer's retention "
         "(0: never, run 'grocerysync-hub purge' from a scheduler instead).",
     )
+    # The scheduler and lease expiry (grocerysync.hub.domain.scheduler, grocerysync.hub.domain.leases).
+    scheduler_interval_seconds: float = Field(
+        default=5,
+        ge=0,
+        description="How often a serving hub queues the runs of due schedules and fails runs whose lease ran out "
+        "(0: this process does neither; another hub process on the same PostgreSQL database must).",
+    )
+    lease_grace_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        description="After a start, no lease is expired for this long, so agents that lost a stopped hub can report "
+        "again (default: the longer of run_ack_seconds and run_lease_seconds, plus 60 s).",
+    )
 
     # Agents (grocerysync.hub.domain.agents): their status is derived from when they were last seen.
     agent_online_seconds: float = Field(
@@ -77,6 +91,42 @@ class Settings(BaseSettings):
         default=15 * 60,
         gt=0,
         description="An agent seen within this many seconds (but not online) is stale, and offline after that.",
+    )
+
+    # The agent channel (grocerysync.hub.domain.dispatch): long polls, run leases, what agents are told to do.
+    agent_poll_max_wait_seconds: float = Field(
+        default=50,
+        ge=0,
+        le=MAX_POLL_WAIT,
+        description="The longest the hub holds an agent's poll open (keep it below any proxy's idle timeout).",
+    )
+    agent_poll_wait_seconds: float = Field(
+        default=30, ge=0, le=MAX_POLL_WAIT, description="How long agents are told to ask the hub to hold each poll."
+    )
+    agent_log_level: LogLevel = Field(default="info", description="The lowest level of log records agents ship.")
+    agent_progress_interval_seconds: float = Field(
+        default=10, gt=0, description="Seconds between an agent's progress reports on a run (each extends its lease)."
+    )
+    run_ack_seconds: float = Field(
+        default=60, gt=0, description="How long an agent has to acknowledge a run it was handed before it is failed."
+    )
+    run_lease_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="How long a run stays an agent's after each ack or progress report; keep it several progress "
+        "intervals long.",
+    )
+    run_rejections_kept: int = Field(
+        default=10_000, ge=0, description="Rejections stored per run; more are counted in the result, not stored."
+    )
+    command_redeliver_seconds: float = Field(
+        default=120,
+        gt=0,
+        description="A command delivered to an agent but not answered within this long is delivered again "
+        "(its answer may have been lost).",
+    )
+    heartbeat_flush_seconds: float = Field(
+        default=5, gt=0, description="How often agents' heartbeats (last seen, version, health) are written."
     )
 
     def db_url(self) -> str:

@@ -18,6 +18,9 @@ from typing import TextIO
 
 from grocerysync.core.errors import GrocerySyncError
 
+#: The exit status of ``grocerysync-agent run`` when the hub refused the agent's credential (revoked): the
+#: service managers must not restart it (systemd ``RestartPreventExitStatus=``; the Windows host stops).
+EXIT_REVOKED = 3
 #: The service's name (systemd unit ``grocerysync-agent.service``; Windows service ``grocerysync-agent``).
 DEFAULT_NAME = "grocerysync-agent"
 DESCRIPTION = "GrocerySync store agent: exports items from this store's POS to its e-commerce platforms"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path, PurePosixPath
 
-from grocerysync.agent.service import DESCRIPTION, Command, Plan, ServiceError, ServiceSpec
+from grocerysync.agent.service import DESCRIPTION, EXIT_REVOKED, Command, Plan, ServiceError, ServiceSpec
 
 UNIT_DIR = Path("/etc/systemd/system")
 #: Only state directories under here can be a ``StateDirectory=`` of a dynamic user.
@@ -91,6 +91,8 @@ def render_unit(spec: ServiceSpec) -> str:
         "Environment=PYTHONUNBUFFERED=1",
         "Restart=on-failure",
         "RestartSec=10s",
+        f"# Exit status {EXIT_REVOKED}: the hub refused the credential; a restart cannot help, enrolling again does.",
+        f"RestartPreventExitStatus={EXIT_REVOKED}",
         "# The agent stops after its current step on SIGTERM; give a large batch time to finish.",
         "TimeoutStopSec=90s",
         *account,

@@ -43,7 +43,7 @@ def _service_class(name: str, state_dir: str) -> Any:
     servicemanager: Any = importlib.import_module("servicemanager")
 
     from grocerysync.agent import cli
-    from grocerysync.agent.service import control
+    from grocerysync.agent.service import EXIT_REVOKED, control
 
     class AgentService(win32serviceutil.ServiceFramework):  # type: ignore[misc]
         _svc_name_ = name
@@ -63,6 +63,13 @@ def _service_class(name: str, state_dir: str) -> Any:
                 pass
             worker.join(STOP_GRACE_SECONDS)
             code = codes[0] if codes else 1
+            if code == EXIT_REVOKED:
+                # The hub refused the credential: a restart cannot help. Report "stopped" (no recovery action).
+                servicemanager.LogErrorMsg(
+                    f"{name}: the hub refused this agent's credential (revoked?); the service stays stopped. "
+                    "Enroll again (grocerysync-agent enroll --force ...) and start the service"
+                )
+                return
             if not control.stop_requested() and code != 0:
                 servicemanager.LogErrorMsg(f"{name}: the agent stopped with exit status {code}; Windows restarts it")
                 # Leaving without reporting "stopped" counts as a crash: the SCM's recovery actions restart us.

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from quart import g, request
 
-from grocerysync.hub.domain.agents import authenticate_agent
+from grocerysync.hub.domain.agents import Agent, authenticate_agent
 from grocerysync.hub.errors import Unauthorized
-from grocerysync.hub.models import Agent
 
 
 async def require_agent() -> Agent:

@@ -6,12 +6,18 @@ from quart import Blueprint
 from quart_schema import validate_querystring, validate_request, validate_response
 
 from grocerysync.hub.api.context import authenticate, hub, scope
+from grocerysync.hub.api.jobs import wake_after_commit
 from grocerysync.hub.domain import agents as domain
+from grocerysync.hub.domain import commands
 from grocerysync.hub.schemas import PageArgs
 from grocerysync.hub.schemas_agents import (
     AgentFilter,
     AgentOut,
     AgentPage,
+    CommandFilter,
+    CommandIn,
+    CommandOut,
+    CommandPage,
     EnrollmentTokenIn,
     EnrollmentTokenPage,
     NewEnrollmentToken,
@@ -63,4 +69,33 @@ async def get_agent(agent_id: int) -> AgentOut:
 @validate_response(AgentOut)
 async def revoke_agent(agent_id: int) -> AgentOut:
     """Refuse the agent's credential from now on (the store enrolls again with a new token)."""
-    return await domain.revoke_agent(scope(), agent_id, hub().settings)
+    revoked = await domain.revoke_agent(scope(), agent_id, hub().settings)
+    # A waiting poll of the agent is refused now, not when its wait runs out.
+    wake_after_commit(agent_id=revoked.id)
+    return revoked
+
+
+@bp.post("/agents/<int:agent_id>/commands")
+@validate_request(CommandIn)
+@validate_response(CommandOut, 201)
+async def create_command(agent_id: int, data: CommandIn) -> tuple[CommandOut, int]:
+    """Ask the agent to ``reload`` its configuration or send ``diagnostics``; it gets the command with its next
+    poll (at once if it is polling), and its answer shows in the command."""
+    command = await commands.create_command(scope(), agent_id, data)
+    wake_after_commit(agent_id=command.agent_id)
+    return command, 201
+
+
+@bp.get("/agents/<int:agent_id>/commands")
+@validate_querystring(CommandFilter)
+@validate_response(CommandPage)
+async def list_commands(agent_id: int, query_args: CommandFilter) -> CommandPage:
+    """The agent's commands, newest first; filter by ``status``."""
+    return await commands.list_commands(scope(), agent_id, query_args)
+
+
+@bp.get("/agents/<int:agent_id>/commands/<int:command_id>")
+@validate_response(CommandOut)
+async def get_command(agent_id: int, command_id: int) -> CommandOut:
+    """One of the agent's commands, with the agent's answer (``message``, ``result``) once it came."""
+    return await commands.get_command(scope(), agent_id, command_id)

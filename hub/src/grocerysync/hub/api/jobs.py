@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from quart import Blueprint
+from pydantic import ValidationError
+from quart import Blueprint, after_this_request, request
+from quart.typing import ResponseTypes
 from quart_schema import validate_querystring, validate_request, validate_response
 
+from grocerysync.core.config import field_errors
 from grocerysync.hub.api.context import authenticate, hub, scope
+from grocerysync.hub.domain import commands, runs
 from grocerysync.hub.domain import jobs as domain
-from grocerysync.hub.domain import runs
+from grocerysync.hub.domain.wake import WAKEUPS
+from grocerysync.hub.errors import ApiError, Invalid
 from grocerysync.hub.schemas import PageArgs
 from grocerysync.hub.schemas_jobs import (
     JobFilter,
@@ -23,6 +28,8 @@ from grocerysync.hub.schemas_jobs import (
     RunFilter,
     RunOut,
     RunPage,
+    TriggerArgs,
+    TriggerIn,
 )
 
 bp = Blueprint("jobs", __name__, url_prefix="/api")
@@ -81,11 +88,43 @@ async def disable_job(job_id: int) -> JobOut:
     return await domain.set_enabled(scope(), job_id, False)
 
 
+def wake_after_commit(*, store_id: int | None = None, agent_id: int | None = None) -> None:
+    """Wake agents' polls once the request's transaction is committed (before it, they would find nothing)."""
+
+    @after_this_request
+    async def wake(response: ResponseTypes) -> ResponseTypes:
+        if response.status_code < 300:
+            if store_id is not None:
+                await WAKEUPS.notify_store(store_id)
+            if agent_id is not None:
+                await WAKEUPS.notify_agent(agent_id)
+        return response
+
+
 @bp.post("/jobs/<int:job_id>/trigger")
+@validate_querystring(TriggerArgs)
 @validate_response(RunOut, 202)
-async def trigger_job(job_id: int) -> tuple[RunOut, int]:
-    """Queue a run of the job now; the store's agent picks it up."""
-    return await domain.trigger_job(scope(), job_id), 202
+async def trigger_job(job_id: int, query_args: TriggerArgs) -> tuple[RunOut, int]:
+    """Queue a run of the job now; the store's agent picks it up at once if it is polling.
+
+    ``full`` (in the query, or an optional JSON body ``{"full": true}``) re-sends every item, not only changes.
+    """
+    full = query_args.full
+    raw = await request.get_data(cache=True, as_text=False)
+    # No body, or JSON null (what some clients send for "nothing"): the query alone decides.
+    if raw.strip() not in (b"", b"null"):
+        body = await request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise ApiError('the body of a trigger is optional; when given it must be a JSON object like {"full": true}')
+        try:
+            full = full or TriggerIn.model_validate(body).full
+        except ValidationError as exc:
+            fields = field_errors(exc)
+            detail = "; ".join(f"{f['field']}: {f['message']}" for f in fields)
+            raise Invalid(f"invalid request: {detail}", fields) from None
+    run = await domain.trigger_job(scope(), job_id, full=full)
+    wake_after_commit(store_id=run.store_id)
+    return run, 202
 
 
 @bp.get("/jobs/<int:job_id>/spec")
@@ -107,6 +146,17 @@ async def list_runs(query_args: RunFilter) -> RunPage:
 async def get_run(run_id: int) -> RunOut:
     """One run with its counts."""
     return await runs.get_run(scope(), run_id)
+
+
+@bp.post("/runs/<int:run_id>/cancel")
+@validate_response(RunOut)
+async def cancel_run(run_id: int) -> RunOut:
+    """Cancel a run: a queued one at once; a dispatched or running one stops after its agent's current batch
+    (it shows ``cancel_requested_at`` until the agent reports it ``cancelled``). 409 once it finished."""
+    cancelled = await commands.cancel_run(scope(), run_id)
+    if cancelled.agent_id is not None:
+        wake_after_commit(agent_id=cancelled.agent_id)
+    return cancelled.run
 
 
 @bp.get("/runs/<int:run_id>/rejections")

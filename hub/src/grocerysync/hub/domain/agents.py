@@ -18,7 +18,8 @@ from tortoise.transactions import in_transaction
 
 from grocerysync.hub.domain.common import audit, paginate, snapshot
 from grocerysync.hub.errors import Conflict, Invalid, Unauthorized
-from grocerysync.hub.models import Agent, AuditEntry, EnrollmentToken, Store
+from grocerysync.hub.models import Agent as Agent  # re-exported: the agent channel's blueprints name the type
+from grocerysync.hub.models import AuditEntry, EnrollmentToken, Store
 from grocerysync.hub.schemas import PageArgs
 from grocerysync.hub.schemas_agents import (
     AgentFilter,

@@ -186,15 +186,19 @@ async def delete_job(scope: Scope, job_id: int) -> None:
     await audit(scope, "delete", job, retailer_id=job.retailer_id, before=before)
 
 
-async def trigger_job(scope: Scope, job_id: int) -> RunOut:
-    """Queue a run of the job now (the store's agent picks it up). 409 if disabled or already queued/running."""
+async def trigger_job(scope: Scope, job_id: int, *, full: bool = False) -> RunOut:
+    """Queue a run of the job now (the store's agent picks it up). 409 if disabled or already queued/running.
+
+    ``full`` re-sends every item instead of only what changed. The caller wakes the store's agents
+    (``WAKEUPS.notify_store``) once the run is committed.
+    """
     job = await scope.get(ExportJob, job_id)
     scope.require_write()
     if not job.enabled:
         raise Conflict(f"export job {job.id} ({job.name}) is disabled; enable it before running it")
     pending = (
         await scope.query(Run)
-        .filter(job_id=job.id, status__in=[RunStatus.QUEUED, RunStatus.RUNNING])
+        .filter(job_id=job.id, status__in=[RunStatus.QUEUED, RunStatus.DISPATCHED, RunStatus.RUNNING])
         .order_by("id")
         .first()
     )
@@ -210,8 +214,9 @@ async def trigger_job(scope: Scope, job_id: int) -> RunOut:
         job_name=job.name,
         trigger="manual",
         triggered_by=scope.principal.email,
+        full=full,
     )
-    await audit(scope, "trigger", job, retailer_id=job.retailer_id, after={"run_id": run.id})
+    await audit(scope, "trigger", job, retailer_id=job.retailer_id, after={"run_id": run.id, "full": full})
     return RunOut.model_validate(run)
 
 
