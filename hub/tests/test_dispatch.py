@@ -376,6 +376,42 @@ async def test_ack_progress_and_result(client: Client, admin: Caller, settings: 
     assert "partially_failed" in late["error"]
 
 
+async def test_a_failed_run_is_retried_by_its_jobs_policy(client: Client, admin: Caller) -> None:
+    site = await make_site(client, admin)
+    agent, job = site.agents[0], site.jobs[0]
+    patched = await client.patch(
+        f"/api/jobs/{job}", headers=admin.headers, json={"max_retries": 1, "retry_delay_seconds": 60}
+    )
+    assert patched.status_code == 200, await patched.get_json()
+    run = await trigger(client, admin, job)
+    failed = {"attempt": 1, "status": "failed", "error": "cannot reach sftp.example.com:22 (connection refused)"}
+    for attempt in (1, 2):
+        [assignment] = (await poll(client, agent))["runs"]
+        assert assignment["attempt"] == attempt
+        await call(client, agent, f"runs/{assignment['run_id']}/ack", {"attempt": attempt})
+        result = {**failed, "attempt": attempt}
+        assert await call(client, agent, f"runs/{assignment['run_id']}/result", result) == {
+            "recorded": 1,
+            "duplicates": 0,
+        }
+        # The same failure reported again (its answer was lost) queues nothing more.
+        assert (await call(client, agent, f"runs/{assignment['run_id']}/result", result))["duplicates"] == 1
+        if attempt == 1:
+            first = await get(client, admin, f"/api/runs/{run['id']}")
+            assert first["status"] == "failed"
+            assert first["error"].startswith(failed["error"] + "; retry queued as run ")
+            runs = (await get(client, admin, f"/api/runs?job_id={job}"))["items"]
+            retry = runs[0]
+            assert (len(runs), retry["trigger"], retry["attempt"], retry["status"]) == (2, "retry", 2, "queued")
+            # Not before its delay: nothing for the agent now; then the delay passes.
+            assert (await poll(client, agent))["runs"] == []
+            await SYS.query(Run).filter(id=retry["id"]).update(not_before=datetime.now(UTC) - timedelta(seconds=1))
+    # The second failure used the last attempt: no third run, and the error says only what the agent said.
+    runs = (await get(client, admin, f"/api/runs?job_id={job}"))["items"]
+    assert [r["status"] for r in runs] == ["failed", "failed"]
+    assert runs[0]["error"] == failed["error"]
+
+
 async def test_reports_for_another_agent_or_attempt_are_refused(client: Client, admin: Caller) -> None:
     site = await make_site(client, admin, agents=2)
     queued = await trigger(client, admin, site.jobs[0])

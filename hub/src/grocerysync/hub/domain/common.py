@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
 
 from grocerysync.hub.errors import Conflict
-from grocerysync.hub.models import AuditEntry
+from grocerysync.hub.models import AuditEntry, LogEntry
 from grocerysync.hub.schemas import PageArgs
+from grocerysync.hub.schemas_jobs import LEVELS
 from grocerysync.hub.scope import Scope
 
 T = TypeVar("T")
@@ -58,4 +61,30 @@ async def audit(
         object_id=str(obj.pk),
         before=before,
         after=after,
+    )
+
+
+async def store_log(
+    level: str,
+    message: str,
+    *,
+    logger: str,
+    retailer_id: int,
+    store_id: int | None,
+    run_id: int | None = None,
+    agent_id: int | None = None,
+    db: BaseDBAsyncClient | None = None,
+) -> None:
+    """Write one of the hub's own log lines to a store's log, where technicians see the agent's lines."""
+    await LogEntry.create(
+        retailer_id=retailer_id,
+        store_id=store_id,
+        agent_id=agent_id,
+        run_id=run_id,
+        at=datetime.now(UTC),
+        level=level,
+        levelno=LEVELS[level],
+        logger=logger,
+        message=message,
+        using_db=db,
     )

@@ -34,12 +34,12 @@ from tortoise.transactions import in_transaction
 
 from grocerysync.core.wire import AgentConfig, Command, Heartbeat, PollAnswer, RunAssignment
 from grocerysync.hub.crypto import SecretBox, SecretsError
+from grocerysync.hub.domain.common import store_log
 from grocerysync.hub.domain.heartbeats import HeartbeatBuffer
 from grocerysync.hub.domain.jobs import job_spec
 from grocerysync.hub.domain.wake import WAKEUPS, Wakeups
 from grocerysync.hub.errors import NotFound, Unauthorized
-from grocerysync.hub.models import Agent, AgentCommand, CommandStatus, LogEntry, Run, RunStatus
-from grocerysync.hub.schemas_jobs import LEVELS
+from grocerysync.hub.models import Agent, AgentCommand, CommandStatus, Run, RunStatus
 from grocerysync.hub.scope import SYSTEM, Scope
 from grocerysync.hub.settings import Settings
 
@@ -80,16 +80,14 @@ async def agent_run(agent: Agent, run_id: int) -> Run:
 
 async def hub_log(run: Run, level: str, message: str, *, agent_id: int | None = None) -> None:
     """One log entry of the hub's own about a run, shown with the agent's log lines in the hub."""
-    await LogEntry.create(
+    await store_log(
+        level,
+        message,
+        logger=HUB_LOGGER,
         retailer_id=run.retailer_id,
         store_id=run.store_id,
-        agent_id=agent_id if agent_id is not None else run.agent_id,
         run_id=run.id,
-        at=_now(),
-        level=level,
-        levelno=LEVELS[level],
-        logger=HUB_LOGGER,
-        message=message,
+        agent_id=agent_id if agent_id is not None else run.agent_id,
     )
 
 

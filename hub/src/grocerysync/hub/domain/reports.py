@@ -17,9 +17,13 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from tortoise.queryset import QuerySet
+from tortoise.transactions import in_transaction
 
 from grocerysync.core.wire import LeaseAnswer, Receipt, RejectionBatch, RunAck, RunCounts, RunProgress, RunResult
 from grocerysync.hub.domain.dispatch import ACTIVE, SYS, agent_run, hub_log
+from grocerysync.hub.domain.leases import queue_retry
+from grocerysync.hub.domain.scheduler import connection_name
+from grocerysync.hub.domain.wake import WAKEUPS
 from grocerysync.hub.errors import Conflict
 from grocerysync.hub.models import FINISHED_STATUSES, Agent, Run, RunRejection, RunStatus
 from grocerysync.hub.settings import Settings
@@ -196,7 +200,22 @@ async def record_result(agent: Agent, run_id: int, result: RunResult) -> Receipt
             return Receipt(duplicates=1)
         _require(fresh, agent, result.attempt, ())
     await hub_log(run, _LEVEL[result.status], _summary(run, result), agent_id=agent.id)
+    if result.status == "failed":
+        await _retry_failed(run, result, now)
     return Receipt(recorded=1)
+
+
+async def _retry_failed(run: Run, result: RunResult, now: datetime) -> None:
+    """A run the agent reports failed (its POS file missing, its platform down) is retried by the job's policy,
+    as one whose agent stopped reporting is; a queued retry is named in its error."""
+    async with in_transaction(connection_name()) as tx:
+        retry, note = await queue_retry(run, now, tx)
+        if retry is not None:
+            error = f"{result.error}; {note}" if result.error else note
+            await SYS.query(Run).filter(id=run.id).using_db(tx).update(error=error)
+    if retry is not None:
+        await hub_log(retry, "info", f"run {run.id} failed: {note}")
+        await WAKEUPS.notify_store(run.store_id)
 
 
 def _summary(run: Run, result: RunResult) -> str:

@@ -31,10 +31,10 @@ from tortoise.exceptions import BaseORMException
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
 
+from grocerysync.hub.domain.common import store_log
 from grocerysync.hub.domain.jobs import next_run
 from grocerysync.hub.domain.wake import WAKEUPS, Wakeups
-from grocerysync.hub.models import ExportJob, LogEntry, Run, RunStatus, Store
-from grocerysync.hub.schemas_jobs import LEVELS
+from grocerysync.hub.models import ExportJob, Run, RunStatus, Store
 from grocerysync.hub.scope import SYSTEM, Scope
 
 log = logging.getLogger(__name__)
@@ -86,18 +86,8 @@ async def pending_run(job_id: int, db: BaseDBAsyncClient | None = None) -> Run |
 async def hub_log(
     db: BaseDBAsyncClient, level: str, message: str, *, retailer_id: int, store_id: int, run_id: int | None = None
 ) -> None:
-    """Write one of the hub's own log lines to a store's log, where technicians see the agent's."""
-    await LogEntry.create(
-        retailer_id=retailer_id,
-        store_id=store_id,
-        run_id=run_id,
-        at=datetime.now(UTC),
-        level=level,
-        levelno=LEVELS[level],
-        logger=HUB_LOGGER,
-        message=message,
-        using_db=db,
-    )
+    """Write one of the scheduler's log lines to a store's log."""
+    await store_log(level, message, logger=HUB_LOGGER, retailer_id=retailer_id, store_id=store_id, run_id=run_id, db=db)
 
 
 def local_time(moment: datetime, time_zone: str) -> str:
