@@ -316,6 +316,7 @@ def run_benchmarks(
             )
             _details("dispatch_latency", [held, baseline], hub_errors)
 
+            load_before = round(os.getloadavg()[0], 2)
             with serving(env, work / "hub-ramp.log") as hub:
                 ramp = loadgen(hub, fleet_file, token, "ramp", "--steps", ",".join(map(str, steps)), timeout=1200)
                 hub_errors = hub.error_lines()
@@ -327,6 +328,7 @@ def run_benchmarks(
                     "rss_limit_mb": ramp["rss_limit_mb"],
                     "steps": [{k: s[k] for k in STEP_FIELDS} for s in ramp["steps"]],
                     "hub_error_lines": len(hub_errors),
+                    "load_avg_1m": load_before,
                     "db": "postgres",
                 }
             )
