@@ -4,21 +4,16 @@ hub's API, and a POS export the test writes while the agent reads it (see ``test
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import csv
 import io
 import json
 import os
 import re
-import socket
 import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
-import uuid
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -26,15 +21,27 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from hubprocess import (
+    AGENT,
+    DatabaseUnavailable,
+    add_job,
+    add_store,
+    api_call,
+    create_database,
+    database_url,
+    drop_database,
+    free_port,
+    hub_env,
+    set_up_hub,
+    start_serving,
+    stop_process,
+    tail,
+)
 
 from grocerysync.core.samples import POS_COLUMNS, catalogue_rows
 
-HUB = [sys.executable, "-c", "import sys; from grocerysync.hub.cli import main; sys.exit(main())"]
-AGENT = [sys.executable, "-m", "grocerysync.agent"]
-ADMIN = "admin@example.com"
 #: The logger of the hub's own log lines about runs and agents.
 HUB_LOGGER = "grocerysync.hub"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FINISHED = {"succeeded", "partially_failed", "failed", "cancelled"}
 #: Hub timings for the tests: quick polls, progress reports and scheduler sweeps, short leases, and no grace
 #: period after a start (a test of a hub restart asks for one).
@@ -68,30 +75,7 @@ def wait_for(
         time.sleep(every)
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return f"({path} does not exist)"
-    return f"--- {path.name} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
 # --- the hub ------------------------------------------------------------------------------------------------------
-
-
-class ApiError(Exception):
-    """The hub answered an API call with an error status."""
-
-    def __init__(self, status: int, body: Any) -> None:
-        super().__init__(f"HTTP {status}: {body}")
-        self.status = status
-        self.body = body
 
 
 @dataclass
@@ -100,7 +84,7 @@ class Hub:
 
     data_dir: Path
     env: dict[str, str]
-    port: int = field(default_factory=_free_port)
+    port: int = field(default_factory=free_port)
     token: str = ""
     process: subprocess.Popen[bytes] | None = None
     starts: int = 0
@@ -113,73 +97,25 @@ class Hub:
     def log(self) -> Path:
         return self.data_dir / "hub.log"
 
-    def cli(self, *args: str, stdin: str | None = None) -> str:
-        done = subprocess.run(
-            [*HUB, *args], env=self.env, input=stdin, capture_output=True, text=True, timeout=60, check=False
-        )
-        assert done.returncode == 0, f"grocerysync-hub {args[0]} failed: {done.stderr}"
-        return done.stdout
-
     def set_up(self) -> None:
         """Create the database, an admin and the admin's API token, as an operator does once."""
-        self.cli("init")
-        self.cli("create-user", ADMIN, "--role", "admin", "--password-stdin", stdin="correct horse battery\n")
-        self.token = self.cli("create-token", ADMIN).strip().splitlines()[-1]
+        self.token = set_up_hub(self.env, timeout=60)
 
     def start(self) -> None:
         assert self.process is None
         self.starts += 1
         with self.log.open("ab") as log:
             log.write(f"\n=== start {self.starts} ===\n".encode())
-            log.flush()
-            self.process = subprocess.Popen(
-                [*HUB, "serve", "--bind", f"127.0.0.1:{self.port}"], env=self.env, stdout=log, stderr=subprocess.STDOUT
-            )
-        process = self.process
-
-        def listening() -> bool:
-            if process.poll() is not None:
-                pytest.fail(f"the hub exited with {process.returncode}\n{_tail(self.log)}")
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=1):
-                    return True
-            except OSError:
-                return False
-
-        wait_for("the hub to listen", listening, timeout=30, every=0.1, why=lambda: _tail(self.log))
+        self.process = start_serving(self.env, self.port, self.log, timeout=30)
 
     def stop(self) -> None:
         """Stop serving as an operator would (SIGTERM), and wait for the process to end."""
-        if self.process is None:
-            return
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        stop_process(self.process)
         self.process = None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        """Call the API as the admin; raise :class:`ApiError` for an error answer."""
-        # The URL is always the test's own hub on loopback.
-        request = urllib.request.Request(  # noqa: S310
-            self.url + path,
-            method=method,
-            data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-                raw = response.read()
-        except urllib.error.HTTPError as exc:
-            text = exc.read().decode(errors="replace")
-            try:
-                detail: Any = json.loads(text)
-            except ValueError:
-                detail = text
-            raise ApiError(exc.code, detail) from None
-        return json.loads(raw) if raw else None
+        """Call the API as the admin; raise :class:`hubprocess.ApiError` for an error answer."""
+        return api_call(self.url, self.token, method, path, body)
 
     def run(self, run_id: int) -> dict[str, Any]:
         return dict(self.call("GET", f"/api/runs/{run_id}"))
@@ -187,65 +123,36 @@ class Hub:
     def runs(self, job_id: int) -> list[dict[str, Any]]:
         return list(self.call("GET", f"/api/runs?job_id={job_id}&limit=100")["items"])
 
-    def logs(self, run_id: int) -> list[dict[str, Any]]:
-        """Every log entry the hub has for the run, oldest first."""
-        entries: list[dict[str, Any]] = []
-        while True:
-            page = self.call("GET", f"/api/logs?run_id={run_id}&limit=500&offset={len(entries)}")
-            entries += page["items"]
-            if len(entries) >= page["total"] or not page["items"]:
-                return entries[::-1]
-
-    def rejections(self, run_id: int) -> list[dict[str, Any]]:
+    def every(self, path: str, **query: object) -> list[dict[str, Any]]:
+        """Every item of the API's paged list at ``path`` (filtered by ``query``), in the order the API lists them."""
         found: list[dict[str, Any]] = []
         while True:
-            page = self.call("GET", f"/api/runs/{run_id}/rejections?limit=500&offset={len(found)}")
+            params = urllib.parse.urlencode({**query, "limit": 500, "offset": len(found)})
+            page = self.call("GET", f"{path}?{params}")
             found += page["items"]
             if len(found) >= page["total"] or not page["items"]:
                 return found
 
+    def logs(self, run_id: int) -> list[dict[str, Any]]:
+        """Every log entry the hub has for the run, oldest first."""
+        return self.every("/api/logs", run_id=run_id)[::-1]
 
-def create_pg_database() -> str:
-    import asyncpg
-
-    name = f"gs_e2e_{uuid.uuid4().hex[:12]}"
-
-    async def create() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    try:
-        asyncio.run(create())
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.fail(f"PostgreSQL at 127.0.0.1:5432 is needed for the PostgreSQL end-to-end tests: {exc}")
-    return name
-
-
-def drop_pg_database(name: str) -> None:
-    import asyncpg
-
-    async def drop() -> None:
-        conn = await asyncpg.connect(PG_ADMIN_DSN)
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        finally:
-            await conn.close()
-
-    asyncio.run(drop())
+    def rejections(self, run_id: int) -> list[dict[str, Any]]:
+        return self.every(f"/api/runs/{run_id}/rejections")
 
 
 @contextlib.contextmanager
 def running_hub(data_dir: Path, backend: str, **settings: str) -> Iterator[Hub]:
     """A hub set up and serving on its own database (SQLite in ``data_dir``, or a new PostgreSQL database), with
     the FAST timings and any ``settings`` overrides (``run_lease_seconds="3"``: GROCERYSYNC_RUN_LEASE_SECONDS)."""
-    env = {**os.environ, "GROCERYSYNC_DATA_DIR": str(data_dir), **FAST}
-    env.update({f"GROCERYSYNC_{k.upper()}": v for k, v in settings.items()})
-    database = create_pg_database() if backend == "postgres" else None
-    if database is not None:
-        env["GROCERYSYNC_DATABASE_URL"] = f"postgres://postgres@127.0.0.1:5432/{database}"
+    database = None
+    if backend == "postgres":
+        try:
+            database = create_database("gs_e2e")
+        except DatabaseUnavailable as exc:
+            pytest.fail(f"the PostgreSQL end-to-end tests need PostgreSQL: {exc}")
+    fast = {name.removeprefix("GROCERYSYNC_").lower(): value for name, value in FAST.items()}
+    env = hub_env(data_dir, database_url(database) if database else None, **{**fast, **settings})
     hub = Hub(data_dir, env)
     try:
         hub.set_up()
@@ -254,7 +161,7 @@ def running_hub(data_dir: Path, backend: str, **settings: str) -> Iterator[Hub]:
     finally:
         hub.stop()
         if database is not None:
-            drop_pg_database(database)
+            drop_database(database)
 
 
 # --- the store's POS export, written as the run reads it ------------------------------------------------------------
@@ -372,7 +279,7 @@ class AgentProcess:
     stderr: Path
 
     def output(self) -> str:
-        return "\n".join(_tail(p, 60) for p in (self.stdout, self.stderr))
+        return "\n".join(tail(p, 60) for p in (self.stdout, self.stderr))
 
     def stop(self) -> int:
         if self.process.poll() is None:
@@ -436,7 +343,7 @@ class Store:
         return agent
 
     def evidence(self) -> str:
-        parts = [_tail(self.hub.log)]
+        parts = [tail(self.hub.log)]
         parts += [a.output() for a in self.agents]
         return "\n".join(parts)
 
@@ -473,29 +380,9 @@ def create_store(
     (not started) with its state in ``root``."""
     feeds = root / "feeds"
     feeds.mkdir(parents=True)
-    retailer = hub.call("POST", "/api/retailers", {"name": f"Corner Grocer {uuid.uuid4().hex[:8]}"})
-    store_id = hub.call("POST", f"/api/retailers/{retailer['id']}/stores", {"name": "Main St"})["id"]
-    source = hub.call(
-        "POST",
-        f"/api/stores/{store_id}/connections",
-        {"name": "POS export", "plugin": "csv", "config": {"path": str(source_path), "columns": POS_COLUMNS}},
-    )
-    if destination is None:
-        destination = {"plugin": "folder", "config": {"path": str(feeds), "format": "csv"}}
-    dest = hub.call("POST", f"/api/stores/{store_id}/destinations", {"name": "Marketplace feed", **destination})
-    job = hub.call(
-        "POST",
-        f"/api/stores/{store_id}/jobs",
-        {
-            "name": "POS to marketplace",
-            "source_id": source["id"],
-            "destination_id": dest["id"],
-            "options": {"batch_size": batch_size},
-            "max_retries": max_retries,
-            "retry_delay_seconds": 0,
-        },
-    )
-    store = Store(hub, root, retailer["id"], store_id, job["id"], root / "state", feeds)
+    ids = add_store(hub.call, source_path, feeds, destination=destination)
+    job_id = add_job(hub.call, ids, options={"batch_size": batch_size}, max_retries=max_retries, retry_delay_seconds=0)
+    store = Store(hub, root, ids["retailer"], ids["store"], job_id, root / "state", feeds)
     store.enroll()
     return store
 
@@ -525,16 +412,8 @@ def console_records(*agents: AgentProcess) -> Counter[tuple[str, str]]:
 
 def shipped_records(hub: Hub, agent_id: int) -> Counter[tuple[str, str]]:
     """(logger, message) of every log record of the agent's on the hub (not the hub's own lines about it)."""
-    found: Counter[tuple[str, str]] = Counter()
-    offset = 0
-    while True:
-        page = hub.call("GET", f"/api/logs?agent_id={agent_id}&limit=500&offset={offset}")
-        for entry in page["items"]:
-            if not entry["logger"].startswith(HUB_LOGGER):
-                found[entry["logger"], entry["message"]] += 1
-        offset += len(page["items"])
-        if offset >= page["total"] or not page["items"]:
-            return found
+    entries = hub.every("/api/logs", agent_id=agent_id)
+    return Counter((e["logger"], e["message"]) for e in entries if not e["logger"].startswith(HUB_LOGGER))
 
 
 def wait_all_shipped_once(store: Store, *agents: AgentProcess) -> Counter[tuple[str, str]]:

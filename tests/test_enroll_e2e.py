@@ -10,24 +10,18 @@ import datetime as dt
 import ipaddress
 import json
 import os
-import socket
 import sqlite3
 import ssl
 import stat
 import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-
-HUB = [sys.executable, "-c", "import sys; from grocerysync.hub.cli import main; sys.exit(main())"]
-AGENT = [sys.executable, "-m", "grocerysync.agent"]
-ADMIN = "admin@example.com"
+from hubprocess import AGENT, api_call, hub_env, serving, set_up_hub
 
 
 @dataclass
@@ -40,16 +34,8 @@ class Hub:
     ca_file: Path | None = None
 
     def api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
-        # The URL is always the test's own hub on loopback (http or https).
-        request = urllib.request.Request(  # noqa: S310
-            self.url + path,
-            method=method,
-            data=json.dumps(body or {}).encode(),
-            headers={"Authorization": f"Bearer {self.token}", "Content-Type": "application/json"},
-        )
         context = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else None
-        with urllib.request.urlopen(request, timeout=30, context=context) as response:  # noqa: S310
-            return json.loads(response.read())
+        return api_call(self.url, self.token, method, path, body or {}, context=context)
 
     def new_enrollment_token(self) -> str:
         retailer = self.api("POST", "/api/retailers", {"name": f"R{time.monotonic_ns()}"})
@@ -57,56 +43,11 @@ class Hub:
         return str(self.api("POST", f"/api/stores/{store['id']}/enrollment-tokens", {})["token"])
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _hub_env(data_dir: Path) -> dict[str, str]:
-    return {**os.environ, "GROCERYSYNC_DATA_DIR": str(data_dir), "GROCERYSYNC_PURGE_INTERVAL_SECONDS": "0"}
-
-
-def _hub_cli(data_dir: Path, *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run(
-        [*HUB, *args], env=_hub_env(data_dir), input=stdin, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def _start_hub(data_dir: Path, *serve_args: str, ca_file: Path | None = None) -> Iterator[Hub]:
-    _hub_cli(data_dir, "init")
-    _hub_cli(data_dir, "create-user", ADMIN, "--role", "admin", "--password-stdin", stdin="correct horse battery\n")
-    token = _hub_cli(data_dir, "create-token", ADMIN).strip().splitlines()[-1]
-    port = _free_port()
-    log = (data_dir / "hub.log").open("wb")
-    process = subprocess.Popen(
-        [*HUB, "serve", "--bind", f"127.0.0.1:{port}", *serve_args],
-        env=_hub_env(data_dir),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with socket.create_connection(("127.0.0.1", port), timeout=1):
-                    break
-            except OSError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"the hub did not start: {(data_dir / 'hub.log').read_text(errors='replace')}")
-                time.sleep(0.1)
-        scheme = "https" if ca_file else "http"
-        yield Hub(url=f"{scheme}://127.0.0.1:{port}", data_dir=data_dir, token=token, ca_file=ca_file)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    env = hub_env(data_dir)
+    token = set_up_hub(env, timeout=60)
+    with serving(env, data_dir / "hub.log", *serve_args, scheme="https" if ca_file else "http", timeout=30) as served:
+        yield Hub(url=served.url, data_dir=data_dir, token=token, ca_file=ca_file)
 
 
 @pytest.fixture(scope="module")

@@ -90,6 +90,16 @@ def make_store(tmp_path: Path) -> Iterator[StoreFactory]:
 
 
 @pytest.fixture
+def small_store(shared_hub: Hub, make_store: StoreFactory, tmp_path: Path) -> Store:
+    """A store on the shared hub whose POS export holds ten items, its agent running."""
+    export = tmp_path / "pos-export.csv"
+    export.write_bytes(pos_export(10)[0])
+    store = make_store(shared_hub, export)
+    store.start_agent()
+    return store
+
+
+@pytest.fixture
 def pipes() -> Iterator[list[PosExportPipe]]:
     """The test's POS export pipes, closed at the end (after its agents have stopped)."""
     if not hasattr(os, "mkfifo"):
@@ -245,14 +255,9 @@ def test_killed_agent_lease_expires_and_the_retry_completes(
     assert len(hub.runs(store.job_id)) == 2
 
 
-def test_revoked_agent_stops_with_exit_code_3_and_says_why(
-    shared_hub: Hub, make_store: StoreFactory, tmp_path: Path
-) -> None:
-    hub = shared_hub
-    export = tmp_path / "pos-export.csv"
-    export.write_bytes(pos_export(10)[0])
-    store = make_store(hub, export)
-    agent = store.start_agent()
+def test_revoked_agent_stops_with_exit_code_3_and_says_why(shared_hub: Hub, small_store: Store) -> None:
+    hub, store = shared_hub, small_store
+    [agent] = store.agents
     wait_for(
         "the agent to poll",
         lambda: hub.call("GET", f"/api/agents/{store.agent_id}")["last_seen_at"],
@@ -312,14 +317,8 @@ def test_cancel_a_running_run_then_the_agent_takes_the_next(
     assert len(feed_rows(store.feeds)) == 5000
 
 
-def test_diagnostics_and_reload_commands_answer_through_the_api(
-    shared_hub: Hub, make_store: StoreFactory, tmp_path: Path
-) -> None:
-    hub = shared_hub
-    export = tmp_path / "pos-export.csv"
-    export.write_bytes(pos_export(10)[0])
-    store = make_store(hub, export)
-    store.start_agent()
+def test_diagnostics_and_reload_commands_answer_through_the_api(shared_hub: Hub, small_store: Store) -> None:
+    hub, store = shared_hub, small_store
     sent = {
         kind: hub.call("POST", f"/api/agents/{store.agent_id}/commands", {"type": kind})
         for kind in ("diagnostics", "reload")

@@ -12,12 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import functools
 import os
-import socket
-import subprocess
-import sys
 import time
-import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -27,53 +25,37 @@ from typing import Any
 import aiohttp
 import asyncpg
 import pytest
+from hubprocess import (
+    DatabaseUnavailable,
+    Served,
+    add_job,
+    add_store,
+    api_call,
+    fresh_database,
+    hub_env,
+    serving,
+    set_up_hub,
+    tail,
+)
 
-from grocerysync.core.samples import POS_COLUMNS
 from grocerysync.core.wire import AGENT_API_PREFIX, EnrollRequest, Heartbeat, PollAnswer
 
 pytestmark = pytest.mark.postgres
 
-HUB = [sys.executable, "-c", "import sys; from grocerysync.hub.cli import main; sys.exit(main())"]
-ADMIN = "admin@example.com"
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 #: How long the agent asks the hub to hold its poll: a poll answered much sooner was woken.
 POLL_WAIT = 30.0
 #: How often each hub process looks for due schedules in these tests.
 TICK = 0.5
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-def _tail(path: Path, lines: int = 40) -> str:
-    try:
-        text = path.read_text(encoding="utf-8", errors="replace")
-    except OSError:
-        return f"({path} does not exist)"
-    return f"--- {path} (last {lines} lines) ---\n" + "\n".join(text.splitlines()[-lines:])
-
-
-async def _admin(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN, timeout=5)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="module")
 def database() -> Iterator[str]:
     """A fresh PostgreSQL database for the two hubs (skips when the server is unreachable)."""
-    name = f"gs_scaleout_{uuid.uuid4().hex[:12]}"
     try:
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        pytest.skip(f"these tests need the PostgreSQL server at 127.0.0.1:5432, which is unreachable: {exc}")
-    yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        with fresh_database("gs_scaleout") as url:
+            yield url
+    except DatabaseUnavailable as exc:
+        pytest.skip(f"these tests need the PostgreSQL server at 127.0.0.1:5432: {exc}")
 
 
 @dataclass
@@ -81,9 +63,11 @@ class HubProcess:
     """One ``grocerysync-hub serve`` process."""
 
     name: str
-    url: str
-    log: Path
-    process: subprocess.Popen[bytes]
+    served: Served
+
+    @property
+    def url(self) -> str:
+        return self.served.url
 
 
 @dataclass
@@ -98,69 +82,24 @@ class Cluster:
 
     @property
     def logs(self) -> str:
-        return _tail(self.a.log) + "\n" + _tail(self.b.log)
-
-
-def _cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([*HUB, *args], env=env, input=stdin, capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, f"grocerysync-hub {args[0]} failed: {done.stderr}"
-    return done.stdout
-
-
-def _serve(name: str, env: dict[str, str], folder: Path) -> HubProcess:
-    port = _free_port()
-    log = folder / f"hub-{name}.log"
-    with log.open("wb") as out:
-        process = subprocess.Popen(
-            [*HUB, "serve", "--bind", f"127.0.0.1:{port}"], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail(f"hub {name} did not start\n{_tail(log)}")
-            time.sleep(0.1)
-    return HubProcess(name, f"http://127.0.0.1:{port}", log, process)
-
-
-def _stop(hub: HubProcess) -> None:
-    hub.process.terminate()
-    try:
-        hub.process.wait(timeout=15)
-    except subprocess.TimeoutExpired:
-        hub.process.kill()
-        hub.process.wait()
+        return tail(self.a.served.log) + "\n" + tail(self.b.served.log)
 
 
 @pytest.fixture(scope="module")
 def cluster(database: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     """Set the database up once (as an operator does), then serve it from two processes."""
     folder = tmp_path_factory.mktemp("scaleout")
-    env = {
-        **os.environ,
-        "GROCERYSYNC_DATA_DIR": str(folder),
-        "GROCERYSYNC_DATABASE_URL": database,
+    env = hub_env(
+        folder,
+        database,
         # Every process of one hub needs the same key: each may decrypt what another saved.
-        "GROCERYSYNC_SECRET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-        "GROCERYSYNC_SCHEDULER_INTERVAL_SECONDS": str(TICK),
-        "GROCERYSYNC_PURGE_INTERVAL_SECONDS": "0",
-    }
-    _cli(env, "init")
-    _cli(env, "create-user", ADMIN, "--role", "admin", "--password-stdin", stdin="correct horse battery\n")
-    token = _cli(env, "create-token", ADMIN).strip().splitlines()[-1]
-    a = _serve("a", env, folder)
-    try:
-        b = _serve("b", env, folder)
-    except BaseException:
-        _stop(a)
-        raise
-    yield Cluster(a, b, token, database, folder)
-    _stop(a)
-    _stop(b)
+        secret_key=base64.urlsafe_b64encode(os.urandom(32)).decode(),
+        scheduler_interval_seconds=str(TICK),
+    )
+    token = set_up_hub(env, timeout=60)
+    with contextlib.ExitStack() as stack:
+        a, b = (HubProcess(name, stack.enter_context(serving(env, folder / f"hub-{name}.log"))) for name in "ab")
+        yield Cluster(a, b, token, database, folder)
 
 
 class Api:
@@ -182,34 +121,26 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield made
 
 
-async def _store(api: Api, folder: Path, name: str) -> dict[str, int]:
-    """A retailer with one store, its POS connection and destination (the configuration stays on the hub)."""
-    retailer = await api("POST", "/api/retailers", {"name": name})
-    store = await api("POST", f"/api/retailers/{retailer['id']}/stores", {"name": "Main St", "time_zone": "UTC"})
-    source = await api(
-        "POST",
-        f"/api/stores/{store['id']}/connections",
-        {"name": "POS", "plugin": "csv", "config": {"path": str(folder / "pos.csv"), "columns": POS_COLUMNS}},
+async def _store(cluster: Cluster, hub: HubProcess, name: str) -> dict[str, int]:
+    """A retailer with one store, its POS connection and destination, made through ``hub``'s API."""
+    call = functools.partial(api_call, hub.url, cluster.token)
+    folder = cluster.folder
+    return await asyncio.to_thread(
+        add_store, call, folder / "pos.csv", folder / "feeds", retailer=name, store={"time_zone": "UTC"}
     )
-    destination = await api(
-        "POST",
-        f"/api/stores/{store['id']}/destinations",
-        {"name": "feed", "plugin": "folder", "config": {"path": str(folder / "feeds"), "format": "csv"}},
-    )
-    return {"retailer": retailer["id"], "store": store["id"], "source": source["id"], "destination": destination["id"]}
 
 
-async def _job(api: Api, ids: dict[str, int], name: str, schedule: str = "manual") -> int:
-    body = {"name": name, "source_id": ids["source"], "destination_id": ids["destination"], "schedule": schedule}
-    return int((await api("POST", f"/api/stores/{ids['store']}/jobs", body))["id"])
+async def _job(cluster: Cluster, hub: HubProcess, ids: dict[str, int], name: str, schedule: str = "manual") -> int:
+    call = functools.partial(api_call, hub.url, cluster.token)
+    return await asyncio.to_thread(add_job, call, ids, name, schedule=schedule)
 
 
 async def test_a_trigger_on_one_process_wakes_a_poll_held_by_another(
     cluster: Cluster, session: aiohttp.ClientSession
 ) -> None:
     on_a, on_b = Api(session, cluster.a, cluster.token), Api(session, cluster.b, cluster.token)
-    ids = await _store(on_b, cluster.folder, "Corner Grocer")
-    job_id = await _job(on_b, ids, "POS to marketplace")
+    ids = await _store(cluster, cluster.b, "Corner Grocer")
+    job_id = await _job(cluster, cluster.b, ids, "POS to marketplace")
     token = (await on_b("POST", f"/api/stores/{ids['store']}/enrollment-tokens", {}))["token"]
     enroll = EnrollRequest.model_validate({"token": token, "hostname": "till-01"})
     async with session.post(f"{cluster.a.url}{AGENT_API_PREFIX}/enroll", json=enroll.wire()) as response:
@@ -249,11 +180,10 @@ async def test_a_trigger_on_one_process_wakes_a_poll_held_by_another(
     assert (await on_a("GET", f"/api/runs/{run['id']}"))["status"] == "dispatched"
 
 
-async def test_a_schedule_due_in_both_processes_fires_once(cluster: Cluster, session: aiohttp.ClientSession) -> None:
-    on_a = Api(session, cluster.a, cluster.token)
-    ids = await _store(on_a, cluster.folder, "Schedules Inc")
+async def test_a_schedule_due_in_both_processes_fires_once(cluster: Cluster) -> None:
+    ids = await _store(cluster, cluster.a, "Schedules Inc")
     # Daily, so its next occurrence cannot come round while the test watches (every minute could).
-    jobs = [await _job(on_a, ids, f"nightly {n}", schedule="0 3 * * *") for n in range(20)]
+    jobs = [await _job(cluster, cluster.a, ids, f"nightly {n}", schedule="0 3 * * *") for n in range(20)]
     # Both processes are ticking; make every job due at once, as after a hub outage.
     conn = await asyncpg.connect(cluster.database.replace("postgres://", "postgresql://", 1))
     try:

@@ -145,7 +145,7 @@ class FakeHub:
         self.close()
 
     async def _start(self) -> None:
-        app = web.Application(client_max_size=1_000_000)  # the hub's body limit
+        app = web.Application(client_max_size=1_000_000, middlewares=[_refusals])  # the hub's body limit
         prefix = AGENT_API_PREFIX
         app.router.add_post(f"{prefix}/poll", self._poll)
         app.router.add_post(f"{prefix}/runs/{{run_id}}/ack", self._ack)
@@ -252,7 +252,8 @@ class FakeHub:
 
     # -- the routes (in the hub's thread) ----------------------------------------------------------------
 
-    async def _authorize(self, request: web.Request, route: str) -> web.Response | None:
+    async def _authorize(self, request: web.Request, route: str) -> None:
+        """Refuse an unknown or revoked credential (401), or answer with the next fault injected for ``route``."""
         auth = request.headers.get("Authorization", "")
         with self._lock:
             self.requests.append((route, auth))
@@ -260,23 +261,20 @@ class FakeHub:
             fault = faults.pop(0) if faults else None
         scheme, _, credential = auth.partition(" ")
         if scheme != "Bearer" or credential not in self.credentials or self.revoked:
-            return _error(401, "agent credential not accepted: the agent was revoked; enroll it again")
+            raise _Refused(401, "agent credential not accepted: the agent was revoked; enroll it again")
         if fault is not None:
-            return _error(fault, f"injected fault {fault}")
-        return None
+            raise _Refused(fault, f"injected fault {fault}")
 
-    async def _body(self, request: web.Request, model: type[M]) -> M | web.Response:
+    async def _receive(self, request: web.Request, route: str, model: type[M]) -> M:
+        """The request's body as ``model``, once the credential is accepted (422 if it is no ``model``)."""
+        await self._authorize(request, route)
         try:
             return model.model_validate_json(await request.read())
         except ValidationError as exc:
-            return _error(422, f"invalid request: {exc.errors(include_input=False, include_url=False)}")
+            raise _Refused(422, f"invalid request: {exc.errors(include_input=False, include_url=False)}") from None
 
     async def _poll(self, request: web.Request) -> web.StreamResponse:
-        if (refused := await self._authorize(request, "poll")) is not None:
-            return refused
-        heartbeat = await self._body(request, Heartbeat)
-        if isinstance(heartbeat, web.Response):
-            return heartbeat
+        heartbeat = await self._receive(request, "poll", Heartbeat)
         with self._lock:
             self.polls.append(heartbeat)
         deadline = time.monotonic() + heartbeat.wait
@@ -313,53 +311,36 @@ class FakeHub:
         answer["commands"] += raw_commands
         return answer
 
-    def _run(self, request: web.Request, *states: str, attempt: int) -> FakeRun | web.Response:
+    def _run(self, request: web.Request, *states: str, attempt: int) -> FakeRun:
+        """The run the request is about, if it is in one of ``states`` with this attempt (404, 409 otherwise)."""
         run = self.runs.get(int(request.match_info["run_id"]))
         if run is None:
-            return _error(404, "no such run")
+            raise _Refused(404, "no such run")
         if run.status not in states or run.assignment.attempt != attempt:
-            return _error(409, f"run {run.run_id} is no longer assigned to this agent ({run.status})")
+            raise _Refused(409, f"run {run.run_id} is no longer assigned to this agent ({run.status})")
         return run
 
     async def _ack(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "ack")) is not None:
-            return refused
-        body = await self._body(request, RunAck)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "ack", RunAck)
         with self._lock:
             run = self._run(request, "dispatched", "running", attempt=body.attempt)
-            if isinstance(run, web.Response):
-                return run
             run.status = "running"
             run.acks += 1
             cancel = run.cancel
         return _lease(self.lease_seconds, cancel)
 
     async def _progress(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "progress")) is not None:
-            return refused
-        body = await self._body(request, RunProgress)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "progress", RunProgress)
         with self._lock:
             run = self._run(request, "running", attempt=body.attempt)
-            if isinstance(run, web.Response):
-                return run
             run.progress.append(body)
             cancel = run.cancel
         return _lease(self.lease_seconds, cancel)
 
     async def _rejections(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "rejections")) is not None:
-            return refused
-        body = await self._body(request, RejectionBatch)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "rejections", RejectionBatch)
         with self._lock:
             run = self._run(request, "running", "finished", attempt=body.attempt)
-            if isinstance(run, web.Response):
-                return run
             run.rejection_posts += 1
             receipt = Receipt()
             for n, rejection in enumerate(body.rejections):
@@ -372,15 +353,9 @@ class FakeHub:
         return web.json_response(receipt.model_dump())
 
     async def _result(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "result")) is not None:
-            return refused
-        body = await self._body(request, RunResult)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "result", RunResult)
         with self._lock:
             run = self._run(request, "running", "finished", attempt=body.attempt)
-            if isinstance(run, web.Response):
-                return run
             run.result_posts += 1
             if run.status == "finished":
                 return web.json_response(Receipt(duplicates=1).model_dump())
@@ -389,26 +364,18 @@ class FakeHub:
         return web.json_response(Receipt(recorded=1).model_dump())
 
     async def _command_result(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "command_result")) is not None:
-            return refused
-        body = await self._body(request, CommandResult)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "command_result", CommandResult)
         with self._lock:
             command = self.commands.get(int(request.match_info["command_id"]))
             if command is None:
-                return _error(404, "no such command")
+                raise _Refused(404, "no such command")
             command.result_posts += 1
             duplicate = command.result is not None
             command.result = command.result or body
         return web.json_response(Receipt(recorded=0 if duplicate else 1, duplicates=int(duplicate)).model_dump())
 
     async def _logs(self, request: web.Request) -> web.Response:
-        if (refused := await self._authorize(request, "logs")) is not None:
-            return refused
-        body = await self._body(request, LogBatch)
-        if isinstance(body, web.Response):
-            return body
+        body = await self._receive(request, "logs", LogBatch)
         receipt = Receipt()
         with self._lock:
             self.log_posts += 1
@@ -423,8 +390,22 @@ class FakeHub:
         return web.json_response(receipt.model_dump())
 
 
-def _error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "fields": []}, status=status)
+class _Refused(Exception):
+    """A route refuses the request: answered with ``status`` and the hub's error body."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@web.middleware
+async def _refusals(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+    except _Refused as refused:
+        return web.json_response({"error": refused.message, "fields": []}, status=refused.status)
+    return response
 
 
 def _lease(seconds: float, cancel: bool) -> web.Response:

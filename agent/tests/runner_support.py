@@ -7,10 +7,11 @@ import asyncio
 import csv
 import logging
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
 from conftest import DestConfig, DestSecrets, RecordingDestination, make_rows
 from fakehub import CREDENTIAL, FakeHub
 from pydantic import BaseModel, SecretStr
@@ -32,6 +33,24 @@ def enroll(state_dir: Path, hub: FakeHub, *, credential: str = CREDENTIAL) -> Pa
     """Store an enrollment with the fake hub, as ``grocerysync-agent enroll`` would."""
     creds = AgentCredentials(hub_url=hub.url, agent_id=1, credential=SecretStr(credential), store_name="Main St")
     return save_credentials(state_dir, creds, force=True)
+
+
+# Fixtures of the runner tests: a test module imports them (named so that its parameters do not shadow them).
+
+
+@pytest.fixture(name="hub")
+def fake_hub() -> Iterator[FakeHub]:
+    """``hub``: a fake hub listening on loopback."""
+    with FakeHub() as hub:
+        yield hub
+
+
+@pytest.fixture(name="state")
+def enrolled_state(tmp_path: Path, hub: FakeHub) -> Path:
+    """``state``: an agent state directory enrolled with ``hub``."""
+    state = tmp_path / "state"
+    enroll(state, hub)
+    return state
 
 
 class AgentThread:

@@ -3,10 +3,8 @@ secrets kept off the disk."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from conftest import RecordingDestination
 from fakehub import FakeHub
 from runner_support import (
@@ -14,7 +12,6 @@ from runner_support import (
     AgentThread,
     LeakyDestination,
     csv_to_folder_job,
-    enroll,
     files_under,
     slow_job,
     spool_contents,
@@ -22,21 +19,12 @@ from runner_support import (
     write_export,
 )
 
+# The hub and state fixtures (imported under their own names, used as parameters).
+from runner_support import enrolled_state as enrolled_state
+from runner_support import fake_hub as fake_hub
+
 from grocerysync.core.manager import PluginManager
 from grocerysync.core.wire import MAX_BATCH
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as hub:
-        yield hub
-
-
-@pytest.fixture
-def state(tmp_path: Path, hub: FakeHub) -> Path:
-    state = tmp_path / "state"
-    enroll(state, hub)
-    return state
 
 
 def test_a_real_run_is_acknowledged_and_its_rejections_and_result_arrive_once(

@@ -4,30 +4,19 @@ with work it cannot understand."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from conftest import RecordingDestination
 from fakehub import FakeCommand, FakeHub, FakeRun
 from runner_support import AgentThread, enroll, slow_job, test_plugins
 
+# The hub and state fixtures (imported under their own names, used as parameters).
+from runner_support import enrolled_state as enrolled_state
+from runner_support import fake_hub as fake_hub
+
 from grocerysync.core.manager import PluginManager
 from grocerysync.core.wire import Command
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as hub:
-        yield hub
-
-
-@pytest.fixture
-def state(tmp_path: Path, hub: FakeHub) -> Path:
-    state = tmp_path / "state"
-    enroll(state, hub)
-    return state
 
 
 def test_diagnostics_describe_the_agent_for_a_technician(hub: FakeHub, state: Path) -> None:

@@ -13,25 +13,16 @@ from pathlib import Path
 import pytest
 from conftest import RecordingDestination
 from fakehub import FakeHub
-from runner_support import AgentThread, enroll, slow_job, spool_contents, test_plugins
+from runner_support import AgentThread, slow_job, spool_contents, test_plugins
+
+# The hub and state fixtures (imported under their own names, used as parameters).
+from runner_support import enrolled_state as enrolled_state
+from runner_support import fake_hub as fake_hub
 
 from grocerysync.agent.cli import main
 from grocerysync.agent.service import EXIT_REVOKED, control
 from grocerysync.agent.spool import Spool
 from grocerysync.core.manager import PluginManager
-
-
-@pytest.fixture
-def hub() -> Iterator[FakeHub]:
-    with FakeHub() as hub:
-        yield hub
-
-
-@pytest.fixture
-def state(tmp_path: Path, hub: FakeHub) -> Path:
-    state = tmp_path / "state"
-    enroll(state, hub)
-    return state
 
 
 @pytest.fixture

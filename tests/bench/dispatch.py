@@ -27,22 +27,20 @@ import asyncio
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import asyncpg
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hubprocess.py, shared with the tests
+
+from hubprocess import HubError, Served, fresh_database, hub_env, serving, set_up_hub
 
 BENCH_DIR = Path(__file__).resolve().parent
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
 ADMIN = "bench-admin@example.com"
 # The hub's command line, in a process whose open-files limit is raised first (each held poll is a socket).
 HUB = [
@@ -67,51 +65,6 @@ def _print_bench(result: dict[str, Any]) -> None:
 
 def _say(message: str) -> None:
     print(f"dispatch bench: {message}", file=sys.stderr, flush=True)
-
-
-# --- the database and the hub's command line ----------------------------------------------------------------
-
-
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database for this run (its tortoise URL), dropped afterwards."""
-    name = f"gs_bench_dispatch_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SystemExit(
-            f"cannot create a benchmark database on PostgreSQL at 127.0.0.1:5432 as user postgres: {exc}"
-        ) from None
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def hub_env(data_dir: Path, db_url: str) -> dict[str, str]:
-    """The hub's environment: its data folder (key file), the database, no periodic purge during the bench."""
-    return {
-        **os.environ,
-        "GROCERYSYNC_DATA_DIR": str(data_dir),
-        "GROCERYSYNC_DATABASE_URL": db_url,
-        "GROCERYSYNC_PURGE_INTERVAL_SECONDS": "0",
-    }
-
-
-def hub_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    """Run ``grocerysync-hub ARGS`` and return what it printed; exit with its error if it failed."""
-    done = subprocess.run([*HUB, *args], env=env, input=stdin, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"grocerysync-hub {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
-    return done.stdout
 
 
 # --- the fleet ---------------------------------------------------------------------------------------------
@@ -181,55 +134,13 @@ async def populate(data_dir: Path, db_url: str, count: int, concurrency: int = 1
 # --- the hub process ---------------------------------------------------------------------------------------
 
 
-@dataclass
-class HubProcess:
-    """A running ``grocerysync-hub serve``."""
-
-    url: str
-    pid: int
-    log: Path
-
-    def error_lines(self) -> list[str]:
-        """Lines of the hub's log that report errors (the access log lines of 5xx answers included)."""
-        lines = self.log.read_text(errors="replace").splitlines()
-        return [line for line in lines if "Traceback" in line or " ERROR " in line or '" 5' in line]
+def error_lines(log: Path) -> list[str]:
+    """Lines of the hub's log that report errors (the access log lines of 5xx answers included)."""
+    lines = log.read_text(errors="replace").splitlines()
+    return [line for line in lines if "Traceback" in line or " ERROR " in line or '" 5' in line]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[HubProcess]:
-    """Serve the hub (one hypercorn process) on a free loopback port until the block ends."""
-    port = _free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen(
-            [*HUB, "serve", "--bind", f"127.0.0.1:{port}"], env=env, stdout=sink, stderr=subprocess.STDOUT
-        )
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the hub did not start:\n{log.read_text(errors='replace')}") from None
-                    time.sleep(0.1)
-            yield HubProcess(url=f"http://127.0.0.1:{port}", pid=process.pid, log=log)
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def loadgen(hub: HubProcess, fleet: Path, token: str, *args: str, timeout: float = 600) -> dict[str, Any]:
+def loadgen(hub: Served, fleet: Path, token: str, *args: str, timeout: float = 600) -> dict[str, Any]:
     """Run one scenario of ``loadgen.py`` in its own process; its last line of output is the result."""
     command = [
         sys.executable,
@@ -268,11 +179,9 @@ def run_benchmarks(
     work = keep or Path(tempfile.mkdtemp(prefix="grocerysync-bench-dispatch-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        with fresh_database() as db_url:
-            env = hub_env(work / "hub", db_url)
-            hub_cli(env, "init")
-            hub_cli(env, "create-user", ADMIN, "--role", "admin", "--password-stdin", stdin="correct horse battery\n")
-            token = hub_cli(env, "create-token", ADMIN, "--name", "dispatch bench").strip().splitlines()[-1]
+        with fresh_database("gs_bench_dispatch") as db_url:
+            env = hub_env(work / "hub", db_url)  # no periodic purge during the bench
+            token = set_up_hub(env, admin=ADMIN, token_name="dispatch bench", timeout=300, command=HUB)
             began = time.perf_counter()
             fleet = asyncio.run(populate(work / "hub", db_url, max(agents, *steps)))
             _say(f"{len(fleet)} stores with a job and an enrolled agent in {time.perf_counter() - began:.0f}s")
@@ -282,13 +191,13 @@ def run_benchmarks(
 
             # Other work on the machine stretches every latency here: say how busy it was.
             load_before = round(os.getloadavg()[0], 2)
-            with serving(env, work / "hub-latency.log") as hub:
+            with serving(env, work / "hub-latency.log", command=HUB) as hub:
                 held = loadgen(hub, fleet_file, token, "latency", "--agents", str(agents), "--mode", "hold",
                                "--triggers", str(triggers), "--rate", str(rate))  # fmt: skip
                 baseline = loadgen(hub, fleet_file, token, "--seed", "2", "latency", "--agents", str(agents),
                                    "--mode", "interval", "--interval", "10", "--triggers", str(triggers // 2),
                                    "--rate", str(rate))  # fmt: skip
-                hub_errors = hub.error_lines()
+                hub_errors = error_lines(hub.log)
             report(
                 {
                     "name": "dispatch_latency",
@@ -317,9 +226,9 @@ def run_benchmarks(
             _details("dispatch_latency", [held, baseline], hub_errors)
 
             load_before = round(os.getloadavg()[0], 2)
-            with serving(env, work / "hub-ramp.log") as hub:
+            with serving(env, work / "hub-ramp.log", command=HUB) as hub:
                 ramp = loadgen(hub, fleet_file, token, "ramp", "--steps", ",".join(map(str, steps)), timeout=1200)
-                hub_errors = hub.error_lines()
+                hub_errors = error_lines(hub.log)
             report(
                 {
                     "name": "agents_per_hub",
@@ -333,6 +242,8 @@ def run_benchmarks(
                 }
             )
             _details("agents_per_hub", [ramp], hub_errors)
+    except HubError as exc:  # the hub could not be set up or served: one line, not a traceback
+        raise SystemExit(f"dispatch bench: {exc}") from None
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -17,27 +17,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 
-PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
-HUB = [sys.executable, "-m", "grocerysync.hub.cli"]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/hubprocess.py, shared with the tests
+
+from hubprocess import HubError, api_call, fresh_database, hub_env, serving, set_up_hub
+
 ADMIN = "bench-admin@example.com"
 
 
@@ -45,98 +44,20 @@ def _say(message: str) -> None:
     print(f"log_ingest bench: {message}", file=sys.stderr, flush=True)
 
 
-# --- the database, the hub's command line and its process ---------------------------------------------------
-
-
-async def _admin_sql(sql: str) -> None:
-    conn = await asyncpg.connect(PG_ADMIN_DSN)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
-@contextmanager
-def fresh_database() -> Iterator[str]:
-    """A new PostgreSQL database (its URL), dropped afterwards."""
-    name = f"gs_bench_logs_{uuid.uuid4().hex[:10]}"
-    try:
-        asyncio.run(_admin_sql(f'CREATE DATABASE "{name}"'))
-    except (OSError, asyncpg.PostgresError) as exc:
-        raise SystemExit(f"cannot create a database on PostgreSQL at 127.0.0.1:5432 as user postgres: {exc}") from None
-    try:
-        yield f"postgres://postgres@127.0.0.1:5432/{name}"
-    finally:
-        asyncio.run(_admin_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def _hub_env(data_dir: Path, db_url: str) -> dict[str, str]:
-    return {
-        **os.environ,
-        "GROCERYSYNC_DATA_DIR": str(data_dir),
-        "GROCERYSYNC_DATABASE_URL": db_url,
-        # Nothing but the benchmark's requests: no purge, no scheduler ticks.
-        "GROCERYSYNC_PURGE_INTERVAL_SECONDS": "0",
-        "GROCERYSYNC_SCHEDULER_INTERVAL_SECONDS": "0",
-    }
-
-
-def _hub_cli(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-    done = subprocess.run([*HUB, *args], env=env, input=stdin, capture_output=True, text=True, timeout=300, check=False)
-    if done.returncode != 0:
-        raise SystemExit(f"grocerysync-hub {args[0]} failed (exit {done.returncode}): {done.stderr.strip()}")
-    return done.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-@contextmanager
-def serving(env: dict[str, str], log: Path) -> Iterator[tuple[str, int]]:
-    """``grocerysync-hub serve`` on a free loopback port (its base URL and process id) until the block ends."""
-    port = _free_port()
-    with log.open("wb") as sink:
-        process = subprocess.Popen([*HUB, "serve", "--bind", f"127.0.0.1:{port}"], env=env, stdout=sink, stderr=sink)
-        try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    with socket.create_connection(("127.0.0.1", port), timeout=1):
-                        break
-                except OSError:
-                    if process.poll() is not None or time.monotonic() > deadline:
-                        raise SystemExit(f"the hub did not start:\n{log.read_text(errors='replace')}") from None
-                    time.sleep(0.1)
-            yield f"http://127.0.0.1:{port}", process.pid
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
-def _call(url: str, body: dict[str, Any], token: str | None = None) -> Any:
-    headers = {"Content-Type": "application/json"}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    request = urllib.request.Request(url, data=json.dumps(body).encode(), headers=headers, method="POST")  # noqa: S310
-    with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310  (the bench's own hub on loopback)
-        return json.loads(response.read())
+# --- the hub ------------------------------------------------------------------------------------------------
 
 
 def enroll_agents(hub: str, token: str, count: int) -> list[str]:
     """One retailer with ``count`` stores, an agent enrolled at each through the API; their credentials."""
-    retailer = _call(f"{hub}/api/retailers", {"name": f"Bench Grocers {uuid.uuid4().hex[:6]}"}, token)
+    call = functools.partial(api_call, hub, token)
+    retailer = call("POST", "/api/retailers", {"name": f"Bench Grocers {uuid.uuid4().hex[:6]}"})
     credentials = []
     for number in range(count):
-        store = _call(f"{hub}/api/retailers/{retailer['id']}/stores", {"name": f"Store {number:03d}"}, token)
-        made = _call(f"{hub}/api/stores/{store['id']}/enrollment-tokens", {}, token)
-        enrolled = _call(f"{hub}/agent/v1/enroll", {"token": made["token"], "hostname": f"bench-till-{number:03d}"})
+        store = call("POST", f"/api/retailers/{retailer['id']}/stores", {"name": f"Store {number:03d}"})
+        made = call("POST", f"/api/stores/{store['id']}/enrollment-tokens", {})
+        enrolled = api_call(
+            hub, None, "POST", "/agent/v1/enroll", {"token": made["token"], "hostname": f"bench-till-{number:03d}"}
+        )
         credentials.append(str(enrolled["credential"]))
     return credentials
 
@@ -268,13 +189,13 @@ def run_benchmark(
     work = keep or Path(tempfile.mkdtemp(prefix="grocerysync-bench-logs-"))
     work.mkdir(parents=True, exist_ok=True)
     try:
-        with fresh_database() as db_url:
-            env = _hub_env(work / "hub", db_url)
-            _hub_cli(env, "init")
-            _hub_cli(env, "create-user", ADMIN, "--role", "admin", "--password-stdin", stdin="correct horse battery\n")
-            token = _hub_cli(env, "create-token", ADMIN, "--name", "log bench").strip().splitlines()[-1]
+        with fresh_database("gs_bench_logs") as db_url:
+            # Nothing but the benchmark's requests: no purge, no scheduler ticks.
+            env = hub_env(work / "hub", db_url, scheduler_interval_seconds="0")
+            token = set_up_hub(env, admin=ADMIN, token_name="log bench", timeout=300)
             database = db_url.rsplit("/", 1)[1]
-            with serving(env, work / "hub.log") as (hub, pid):
+            with serving(env, work / "hub.log") as served:
+                hub, pid = served.url, served.pid
                 credentials = enroll_agents(hub, token, clients)
                 hub_cpu, pg_cpu = _cpu_seconds(pid), _postgres_backends(database)
                 result = loadgen(hub, credentials, records, batch)
@@ -282,6 +203,8 @@ def run_benchmark(
                 pg_after = _postgres_backends(database)
                 pg_cpu_s = sum(pg_after.values()) - sum(pg_cpu.get(p, 0.0) for p in pg_after)
             stored = asyncio.run(_count_rows(db_url))
+    except HubError as exc:  # the hub could not be set up or served: one line, not a traceback
+        raise SystemExit(f"log_ingest bench: {exc}") from None
     finally:
         if keep is None:
             shutil.rmtree(work, ignore_errors=True)

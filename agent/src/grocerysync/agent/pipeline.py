@@ -312,6 +312,10 @@ class _Run:
                 pending.cancel()
                 with contextlib.suppress(asyncio.CancelledError, GrocerySyncError):
                     await pending
+            elif not pending.cancelled():
+                # The run stopped for another reason while the next read had already failed: the stop is what
+                # is reported; reading the read's error here keeps asyncio from printing it at exit.
+                pending.exception()
             close = getattr(iterator, "aclose", None)
             if close is not None:
                 await close()

@@ -257,18 +257,18 @@ class AgentRunner:
             finally:
                 for task in others:
                     task.cancel()
-                if not poll.done():
-                    # A run ended (poll again, now with capacity), or the agent is stopping.
-                    poll.cancel()
-                    with contextlib.suppress(asyncio.CancelledError, HubUnavailable):
-                        await poll
-            if poll.cancelled():
+                # A run ended (poll again, now with capacity) or the agent is stopping: the poll is cancelled.
+                # The shutdown may also cancel this loop just as the poll ended with an error; its outcome is
+                # fetched here all the same (a revoked credential still stops the agent with status 3).
+                failure = await _settle(poll)
+                if isinstance(failure, Revoked):
+                    self._fatal(failure)
+            if poll.cancelled() or isinstance(failure, Revoked):
                 continue
-            try:
-                polled = poll.result()
-            except (HubUnavailable, _PollRefused) as exc:
-                await self._sleep(backoff.next(getattr(exc, "retry_after", None)))
+            if isinstance(failure, (HubUnavailable, _PollRefused)):
+                await self._sleep(backoff.next(getattr(failure, "retry_after", None)))
                 continue
+            polled = poll.result()  # anything else is raised: _guard logs it and starts the loop again
             backoff.reset()
             await self._handle(polled)
             if polled.answer.poll_after > 0:
@@ -489,6 +489,19 @@ class AgentRunner:
 
 class _PollRefused(Exception):
     """The hub answered the poll with an error or something that is no poll answer (already logged)."""
+
+
+async def _settle(task: asyncio.Task[Any]) -> BaseException | None:
+    """Let ``task`` end (cancelled unless it has ended) and fetch its exception: None if it returned or was cancelled.
+
+    Fetching it tells asyncio the exception was seen: a task that ends with an exception nobody fetches is printed
+    as "Task exception was never retrieved", with a traceback, when it is garbage-collected (at the latest, as the
+    agent exits).
+    """
+    if not task.done():
+        task.cancel()
+        await asyncio.wait([task])
+    return None if task.cancelled() else task.exception()
 
 
 def _threadsafe(loop: asyncio.AbstractEventLoop, event: asyncio.Event) -> None:

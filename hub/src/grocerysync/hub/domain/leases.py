@@ -22,7 +22,6 @@ plus a margin for the agents to reconnect (:func:`startup_grace`) before it expi
 
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from collections.abc import Callable
@@ -31,9 +30,8 @@ from datetime import UTC, datetime, timedelta
 
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
-from grocerysync.hub.domain.scheduler import connection_name, hub_log, isolated, on_postgres, pending_run
+from grocerysync.hub.domain.scheduler import each_isolated, hub_log, pending_run, work_through
 from grocerysync.hub.domain.wake import WAKEUPS, Wakeups
 from grocerysync.hub.models import Agent, ExportJob, Run, RunStatus
 from grocerysync.hub.scope import SYSTEM, Scope
@@ -98,15 +96,17 @@ async def expire_leases(
 ) -> ExpiryReport:
     """Fail (or cancel) every run whose lease ran out before ``now`` and queue retries; see the module."""
     now = now or datetime.now(UTC)
-    total = ExpiryReport()
-    while True:
-        report, full, stores = await (_sweep_locked(now, batch) if on_postgres() else _sweep_each(now, batch))
-        total += report
-        # After the commit, so a woken poll finds the retry.
-        for store_id in sorted(stores):
-            await wakeups.notify_store(store_id)
-        if not full:
-            return total
+
+    async def expire(runs: list[Run], db: BaseDBAsyncClient | None) -> tuple[ExpiryReport, int, set[int]]:
+        return await each_isolated(
+            runs,
+            lambda run, tx: _expire(run, now, tx),
+            what=lambda run: f"expiring the lease of run {run.id}",
+            wake=lambda expired: bool(expired.retries),
+            empty=ExpiryReport(),
+        )
+
+    return await work_through(lambda: _expired(now, batch), expire, total=ExpiryReport(), batch=batch, wakeups=wakeups)
 
 
 def _expired(now: datetime, batch: int) -> QuerySet[Run]:
@@ -116,34 +116,6 @@ def _expired(now: datetime, batch: int) -> QuerySet[Run]:
         .order_by("lease_expires_at", "id")
         .limit(batch)
     )
-
-
-async def _expire_all(runs: list[Run], now: datetime) -> tuple[ExpiryReport, int, set[int]]:
-    report, done, stores = ExpiryReport(), 0, set()
-    for run in runs:
-        expired = await isolated(f"expiring the lease of run {run.id}", functools.partial(_expire, run, now))
-        if expired is None:
-            continue
-        done += 1
-        report += expired
-        if expired.retries:
-            stores.add(run.store_id)
-    return report, done, stores
-
-
-async def _sweep_locked(now: datetime, batch: int) -> tuple[ExpiryReport, bool, set[int]]:
-    """PostgreSQL: lock a batch of expired runs (skipping those another process holds), expire them in one commit."""
-    async with in_transaction(connection_name()) as tx:
-        runs = list(await _expired(now, batch).select_for_update(skip_locked=True).using_db(tx))
-        report, done, stores = await _expire_all(runs, now)
-    return report, len(runs) == batch and done > 0, stores
-
-
-async def _sweep_each(now: datetime, batch: int) -> tuple[ExpiryReport, bool, set[int]]:
-    """SQLite: read the expired runs, then expire each in its own short transaction."""
-    runs = list(await _expired(now, batch))
-    report, done, stores = await _expire_all(runs, now)
-    return report, len(runs) == batch and done > 0, stores
 
 
 async def _agent_label(agent_id: int | None, db: BaseDBAsyncClient) -> str:

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Protocol, Self, TypeVar
 from zoneinfo import ZoneInfo
 
 from tortoise.backends.base.client import BaseDBAsyncClient
@@ -98,6 +98,86 @@ def local_time(moment: datetime, time_zone: str) -> str:
         return f"{moment.astimezone(UTC):%Y-%m-%d %H:%M} UTC"
 
 
+async def isolated(what: str, work: Callable[[BaseDBAsyncClient], Awaitable[R]]) -> R | None:
+    """``work`` in a transaction of its own (a savepoint inside an open one), or None, logged, if it failed.
+
+    One row the hub cannot handle must not stop the schedules (or lease expiry) of every other tenant.
+    """
+    try:
+        async with in_transaction(connection_name()) as tx:
+            return await work(tx)
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("%s failed; it is tried again at the next tick", what)
+        return None
+
+
+class Tally(Protocol):
+    """What a batch of work reports: reports add up."""
+
+    def __add__(self, other: Self, /) -> Self: ...
+
+
+T = TypeVar("T", bound=Tally)
+#: The rows worked through in batches: due jobs, runs whose lease expired.
+Row = TypeVar("Row", ExportJob, Run)
+#: Handles a batch of rows (in the given transaction on PostgreSQL, None on SQLite): what it did, how many
+#: rows it handled, and the stores whose agents to wake.
+Handler = Callable[[list[Row], BaseDBAsyncClient | None], Awaitable[tuple[T, int, set[int]]]]
+
+
+async def work_through(
+    select: Callable[[], QuerySet[Row]], handle: Handler[Row, T], *, total: T, batch: int, wakeups: Wakeups
+) -> T:
+    """Handle every row ``select()`` finds (at most ``batch`` at a time) exactly once across hub processes.
+
+    On PostgreSQL a batch is locked with ``FOR UPDATE SKIP LOCKED`` (rows another process holds are skipped) and
+    handled in one transaction; on SQLite (one process) ``handle`` gets no transaction and handles each row in
+    its own (:func:`each_isolated`). After each commit the stores ``handle`` names are woken, so a woken poll
+    finds what was queued. Goes on while a batch was full and something in it was handled; returns ``total``
+    plus every batch's report.
+    """
+    while True:
+        if on_postgres():
+            async with in_transaction(connection_name()) as tx:
+                rows = list(await select().select_for_update(skip_locked=True).using_db(tx))
+                report, done, stores = await handle(rows, tx)
+        else:
+            rows = list(await select())
+            report, done, stores = await handle(rows, None)
+        total += report
+        for store_id in sorted(stores):
+            await wakeups.notify_store(store_id)
+        if len(rows) < batch or done == 0:
+            return total
+
+
+async def each_isolated(
+    rows: list[Row],
+    act: Callable[[Row, BaseDBAsyncClient], Awaitable[T]],
+    *,
+    what: Callable[[Row], str],
+    wake: Callable[[T], bool],
+    empty: T,
+) -> tuple[T, int, set[int]]:
+    """Call ``act`` on each row in a transaction of its own (:func:`isolated`: a row that fails is logged, skipped).
+
+    Returns the reports added up, how many rows succeeded, and the stores of the rows whose report ``wake``
+    accepts (something was queued there: their agents are woken).
+    """
+    report, done, stores = empty, 0, set()
+    for row in rows:
+        result = await isolated(what(row), functools.partial(act, row))
+        if result is None:
+            continue
+        done += 1
+        report += result
+        if wake(result):
+            stores.add(row.store_id)
+    return report, done, stores
+
+
 # --- firing due schedules -------------------------------------------------------------------------------------------
 
 
@@ -106,15 +186,18 @@ async def run_due_jobs(
 ) -> TickReport:
     """Queue a run of every job whose schedule is due at ``now`` (default: the current time); see the module."""
     now = now or datetime.now(UTC)
-    total = TickReport()
-    while True:
-        report, full, stores = await (_tick_locked(now, batch) if on_postgres() else _tick_each(now, batch))
-        total += report
-        # After the commit, so a woken poll finds the run.
-        for store_id in sorted(stores):
-            await wakeups.notify_store(store_id)
-        if not full:
-            return total
+
+    async def fire(jobs: list[ExportJob], db: BaseDBAsyncClient | None) -> tuple[TickReport, int, set[int]]:
+        zones = await _time_zones((job.store_id for job in jobs), db)
+        return await each_isolated(
+            jobs,
+            lambda job, tx: _fire(job, zones.get(job.store_id, "UTC"), now, tx),
+            what=lambda job: f"firing the schedule of export job {job.id} ({job.name})",
+            wake=lambda fired: bool(fired.runs),
+            empty=TickReport(),
+        )
+
+    return await work_through(lambda: _due(now, batch), fire, total=TickReport(), batch=batch, wakeups=wakeups)
 
 
 def _due(now: datetime, batch: int) -> QuerySet[ExportJob]:
@@ -131,53 +214,6 @@ async def _time_zones(store_ids: Iterable[int], db: BaseDBAsyncClient | None = N
     qs = _SYSTEM.query(Store).filter(id__in=sorted(set(store_ids)))
     rows = await (qs.using_db(db) if db is not None else qs).values_list("id", "time_zone")
     return {int(store_id): str(zone) for store_id, zone in rows}
-
-
-async def isolated(what: str, work: Callable[[BaseDBAsyncClient], Awaitable[R]]) -> R | None:
-    """``work`` in a transaction of its own (a savepoint inside an open one), or None, logged, if it failed.
-
-    One row the hub cannot handle must not stop the schedules (or lease expiry) of every other tenant.
-    """
-    try:
-        async with in_transaction(connection_name()) as tx:
-            return await work(tx)
-    except asyncio.CancelledError:
-        raise
-    except Exception:
-        log.exception("%s failed; it is tried again at the next tick", what)
-        return None
-
-
-async def _fire_all(jobs: list[ExportJob], zones: dict[int, str], now: datetime) -> tuple[TickReport, int, set[int]]:
-    report, done, stores = TickReport(), 0, set()
-    for job in jobs:
-        what = f"firing the schedule of export job {job.id} ({job.name})"
-        fired = await isolated(what, functools.partial(_fire, job, zones.get(job.store_id, "UTC"), now))
-        if fired is None:
-            continue
-        done += 1
-        report += fired
-        if fired.runs:
-            stores.add(job.store_id)
-    return report, done, stores
-
-
-async def _tick_locked(now: datetime, batch: int) -> tuple[TickReport, bool, set[int]]:
-    """PostgreSQL: lock a batch of due jobs (skipping those another process holds) and fire them in one commit.
-
-    Returns what was done, whether to go on (a full batch, and progress), and the stores to wake.
-    """
-    async with in_transaction(connection_name()) as tx:
-        jobs = list(await _due(now, batch).select_for_update(skip_locked=True).using_db(tx))
-        report, done, stores = await _fire_all(jobs, await _time_zones((j.store_id for j in jobs), tx), now)
-    return report, len(jobs) == batch and done > 0, stores
-
-
-async def _tick_each(now: datetime, batch: int) -> tuple[TickReport, bool, set[int]]:
-    """SQLite: read the due jobs, then claim and fire each in its own short transaction."""
-    jobs = list(await _due(now, batch))
-    report, done, stores = await _fire_all(jobs, await _time_zones(j.store_id for j in jobs), now)
-    return report, len(jobs) == batch and done > 0, stores
 
 
 async def _fire(job: ExportJob, time_zone: str, now: datetime, tx: BaseDBAsyncClient) -> TickReport:
