@@ -26,8 +26,12 @@ MODELS_MODULE = "grocerysync.hub.models"
 MIGRATIONS_MODULE = "grocerysync.hub.migrations"
 
 
-def tortoise_config(db_url: str) -> dict[str, Any]:
-    """The tortoise configuration for a database URL."""
+async def _keep_session(connection: Any) -> None:
+    """asyncpg's ``reset`` hook of the pool: nothing beyond asyncpg's own rollback of an open transaction."""
+
+
+def tortoise_config(db_url: str, pool_size: int = 5) -> dict[str, Any]:
+    """The tortoise configuration for a database URL; ``pool_size``: the most pooled PostgreSQL connections."""
     # The connection is named after the database kind: tortoise caches prepared SQL per connection name for
     # the whole process, so one name shared by SQLite and PostgreSQL (tests, copying between databases)
     # would send one dialect's SQL to the other.
@@ -40,6 +44,8 @@ def tortoise_config(db_url: str) -> dict[str, Any]:
 
         connection = expand_db_url(db_url)
         connection["credentials"]["server_settings"] = dict(SYSTEM_SERVER_SETTINGS)
+        # A "?maxsize=N" in the URL wins.
+        connection["credentials"].setdefault("maxsize", pool_size)
     return {
         "connections": {name: connection},
         "apps": {APP: {"models": [MODELS_MODULE], "default_connection": name, "migrations": MIGRATIONS_MODULE}},
@@ -58,7 +64,15 @@ async def connect(settings: Settings) -> TortoiseContext:
     The context is global (``_enable_global_fallback``) because Quart answers each request in its own task,
     not in the ``before_serving`` task that opened it.
     """
-    return await Tortoise.init(config=tortoise_config(settings.db_url()), _enable_global_fallback=True)
+    config = tortoise_config(settings.db_url(), settings.database_pool_size)
+    for connection in config["connections"].values():
+        if isinstance(connection, dict) and connection.get("engine") == "tortoise.backends.asyncpg":
+            # asyncpg resets a connection given back to its pool (RESET ALL, UNLISTEN *, ...): one more round trip
+            # per query. The hub keeps no session state on pooled connections (tenant_transaction's settings
+            # last for its transaction only; LISTEN has a connection of its own), and asyncpg itself still rolls
+            # back a transaction left open, before this hook.
+            connection["credentials"]["reset"] = _keep_session
+    return await Tortoise.init(config=config, _enable_global_fallback=True)
 
 
 async def disconnect(context: TortoiseContext) -> None:

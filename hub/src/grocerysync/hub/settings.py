@@ -56,6 +56,13 @@ class Settings(BaseSettings):
     login_max_failures_per_address: int = Field(
         default=20, ge=1, description="Failed logins from one client address before each further try waits."
     )
+    database_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=1000,
+        description="The most PostgreSQL connections one hub process keeps open for queries (plus one that listens "
+        "for wake-ups); keep processes x this below the server's max_connections.",
+    )
     # PostgreSQL row-level security (grocerysync.hub.rls).
     database_app_role: str | None = Field(
         default=None,

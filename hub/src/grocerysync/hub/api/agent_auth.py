@@ -19,7 +19,8 @@ async def require_agent() -> Agent:
             "send this agent's credential as 'Authorization: Bearer <credential>' "
             "(the agent keeps it in its state directory after 'grocerysync-agent enroll')"
         )
-    agent = await authenticate_agent(credential)
+    # Lean: the row without the heartbeat's JSON, which a held poll would otherwise keep for its whole wait.
+    agent = await authenticate_agent(credential, lean=True)
     g.agent = agent
     return agent
 

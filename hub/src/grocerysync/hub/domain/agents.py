@@ -12,6 +12,7 @@ import secrets
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
 from tortoise.transactions import in_transaction
@@ -258,9 +259,33 @@ def _refuse_spent(row: EnrollmentToken, now: datetime) -> None:
         )
 
 
-async def authenticate_agent(credential: str) -> Agent:
-    """The agent a credential belongs to; Unauthorized for an unknown credential or a revoked agent."""
-    agent = await Scope(SYSTEM).query(Agent).get_or_none(credential_hash=token_hash(credential.strip()))
+_BY_CREDENTIAL = "SELECT * FROM agent WHERE credential_hash = $1"
+#: What an agent's own requests need of it: not the heartbeat's JSON (plugins, health), which would be decoded and
+#: kept for every held poll.
+_BY_CREDENTIAL_LEAN = (
+    "SELECT id, retailer_id, store_id, name, credential_prefix, created_at, revoked_at FROM agent "
+    "WHERE credential_hash = $1"
+)
+
+
+async def authenticate_agent(credential: str, *, lean: bool = False) -> Agent:
+    """The agent a credential belongs to; Unauthorized for an unknown credential or a revoked agent.
+
+    ``lean``: read only its ids, name, credential prefix and times (what the agent channel uses); the agent is
+    then a partial model, and reading its other fields fails loudly instead of showing nothing.
+
+    Every agent request starts here (thousands of long polls a minute), so it is one plain statement (prepared
+    and cached by the driver) rather than an ORM query, whose building costs several times the round trip. It
+    reads the row every time, never a cache: a revoked agent is refused at its very next request, whichever hub
+    process revoked it. The lookup is by the credential's hash alone, which names one agent; the agent's
+    retailer scopes everything after it.
+    """
+    db: BaseDBAsyncClient = Agent._meta.db
+    sql = _BY_CREDENTIAL_LEAN if lean else _BY_CREDENTIAL
+    if db.capabilities.dialect != "postgres":
+        sql = sql.replace("$", "?")  # SQLite numbers its parameters ?1, ?2, ...
+    rows = await db.execute_query_dict(sql, [token_hash(credential.strip())])
+    agent = Agent._init_from_db(**rows[0]) if rows else None
     if agent is None:
         raise Unauthorized("the agent credential is unknown; enroll the agent again with a new enrollment token")
     if agent.revoked_at is not None:
