@@ -163,21 +163,3 @@ def _privilege_hint() -> str:
     if sys.platform == "win32":
         return "run the command from an administrator prompt"
     return "run it as root (sudo), or give --unit-dir for a directory you can write"
-
-
-def run_command_available() -> bool:
-    """Whether this agent already has the foreground ``run`` command the service starts."""
-    import argparse
-
-    from grocerysync.agent.cli import build_parser
-
-    for action in build_parser()._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            return "run" in action.choices
-    return False
-
-
-RUN_MISSING_NOTE = (
-    "this agent version has no `grocerysync-agent run` command yet (it comes with the hub connection); "
-    "the service is registered but will fail to start until an agent version with it is installed"
-)

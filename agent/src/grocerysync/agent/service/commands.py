@@ -8,12 +8,10 @@ from typing import TextIO
 
 from grocerysync.agent import paths
 from grocerysync.agent.service import (
-    RUN_MISSING_NOTE,
     Plan,
     ServiceError,
     ServiceSpec,
     execute,
-    run_command_available,
 )
 
 EXIT_INSTALLED, EXIT_NOT_INSTALLED = 0, 1
@@ -83,8 +81,6 @@ def service_command(
         return EXIT_INSTALLED if installed else EXIT_NOT_INSTALLED
 
     plan = _plan(action, spec, unit_dir=unit_dir, start=start)
-    if action == "install" and not run_command_available():
-        plan.notes.append(RUN_MISSING_NOTE)
     if dry_run:
         out.write(f"would {action} the service {name} (dry run: nothing is changed)\n")
         out.write(plan.describe() + "\n")
