@@ -208,6 +208,24 @@ async def test_duplicate_item_ids_reject_the_later_row_naming_both(export, sourc
     assert summary.sent == 48
 
 
+async def test_keys_are_stripped_and_may_be_numbers_or_missing(
+    export, source: ListSource, dest: RecordingDestination
+) -> None:
+    # Off the batch fast path (text keys, all distinct): a padded, a numeric and a blank item id.
+    source.rows[2]["item_id"] = "  I00003 "
+    source.rows[4]["item_id"] = 12345
+    source.rows[6]["item_id"] = "   "
+    summary = await export()
+    assert (summary.sent, summary.rejected) == (48, 2)
+    reasons = {r["ref"]: r["reason"] for r in summary.rejections}
+    assert reasons.keys() == {"row 6", "row 8"}
+    assert all(reason.startswith("item_id") for reason in reasons.values())
+    assert "I00003" in dest.items
+    source.rows[2]["item_id"] = "I00003"  # another raw value of the same key: a change of that item
+    summary = await export()
+    assert (summary.sent, summary.unchanged, summary.rejected) == (1, 47, 2)
+
+
 async def test_transforms_apply_in_order_and_may_drop(export, source: ListSource, dest: RecordingDestination) -> None:
     transforms = [
         {"plugin": "suffix", "config": {"suffix": " X"}},

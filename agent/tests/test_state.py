@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import functools
+import sqlite3
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 from conftest import ListSource, RecordingDestination, make_job
 
-from grocerysync.agent.fingerprint import job_fingerprint, record_hash
+from grocerysync.agent.fingerprint import job_fingerprint, record_hash, record_hashes
 from grocerysync.agent.paths import job_slug
 from grocerysync.agent.state import StateError, StateStore
+from grocerysync.core.results import RawRecord
 
 
 def test_a_second_run_of_the_same_job_is_refused(tmp_path: Path) -> None:
@@ -26,13 +30,13 @@ def test_a_second_run_of_the_same_job_is_refused(tmp_path: Path) -> None:
 def test_uncommitted_runs_leave_nothing(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     with StateStore(path) as store:
-        store.stage([("a", b"1" * 16, 1)])
+        store.stage([("a", "1" * 16)], present=True)
     with StateStore(path) as store:
         assert store.lookup(["a"]) == {}
-        store.stage([("a", b"1" * 16, 1)])
+        store.stage([("a", "1" * 16)], present=True)
         store.commit_run(fingerprint="f", cursor=None, refresh=False)
     with StateStore(path, read_only=True) as store:
-        assert store.lookup(["a", "b"]) == {"a": b"1" * 16}
+        assert store.lookup(["a", "b"]) == {"a": "1" * 16}
         assert store.get_meta("fingerprint") == "f"
         with pytest.raises(StateError):
             store.commit_run(fingerprint="g", cursor=None, refresh=False)
@@ -49,6 +53,26 @@ def test_record_hash_ignores_key_order_but_not_values() -> None:
     assert record_hash({"a": "1", "b": 2}) == record_hash({"b": 2, "a": "1"})
     assert record_hash({"a": "1"}) != record_hash({"a": 1})
     assert len(record_hash({"price": __import__("decimal").Decimal("1.50")})) == 16
+
+
+def test_batch_hashes_are_the_single_record_hashes() -> None:
+    records = {
+        "k1": RawRecord("row 2", {"item_id": "k1", "price": Decimal("1.50"), "size": {"value": "12", "unit": "oz"}}),
+        "k2": RawRecord("row 3", {"name": "Lait entier \u00e9cr\u00e9m\u00e9", "item_id": "k2"}),
+    }
+    assert record_hashes(records) == {key: record_hash(r.data) for key, r in records.items()}
+
+
+def test_keys_and_refs_of_any_text_survive_the_store(tmp_path: Path) -> None:
+    # Rows go to SQLite as JSON: quotes, backslashes, non-ASCII and digit-only keys must come back as they went.
+    keys = ["0042", 'a"b', "back\\slash", "\u00e9t\u00e9 \U0001f34e", "1e3", " spaced "]
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert store.mark_seen(1, [(k, f"row {n}") for n, k in enumerate(keys, 2)]) == {}
+        assert store.mark_seen(7, [("new", "row 8"), ('a"b', "row 9")]) == {'a"b': "row 3"}
+        store.stage([(k, f"{n:016x}") for n, k in enumerate(keys)], present=True)
+        store.commit_run(fingerprint="f", cursor=None, refresh=False)
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert store.lookup([*keys, "missing"]) == {k: f"{n:016x}" for n, k in enumerate(keys)}
 
 
 def test_fingerprint_covers_what_shapes_output_and_not_secrets() -> None:
@@ -80,3 +104,25 @@ async def test_incremental_reads_resume_from_the_cursor_and_skip_removals(
     assert len(dest.items) == 50
     await export(full=True)
     assert source.requests[-1].cursor is None
+
+
+async def test_a_store_failing_mid_run_fails_the_run_with_a_reason(export, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Store writes run on a thread of their own: a failure there still ends the run, cleanly and explained.
+    await export()
+    real = sqlite3.Connection.execute
+
+    def full_disk(self: sqlite3.Connection, sql: str, *args: object) -> sqlite3.Cursor:
+        if "temp.pending" in sql:
+            raise sqlite3.OperationalError("database or disk is full")
+        return real(self, sql, *args)
+
+    class Connection(sqlite3.Connection):
+        execute = full_disk  # type: ignore[assignment]
+
+    monkeypatch.setattr(sqlite3, "connect", functools.partial(sqlite3.connect, factory=Connection))
+    summary = await export(full=True)
+    assert summary.status == "failed"
+    assert summary.error is not None
+    assert "delta store" in summary.error
+    assert "database or disk is full" in summary.error
+    assert "next run sends these items again" in summary.error

@@ -1,4 +1,6 @@
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from grocerysync.core.codes import (
     GtinStyle,
@@ -8,6 +10,7 @@ from grocerysync.core.codes import (
     normalize_gtin,
     validate_plu,
 )
+from grocerysync.core.items import _gtin
 
 
 @pytest.mark.parametrize(
@@ -71,3 +74,28 @@ def test_plu() -> None:
     assert validate_plu("94011") == "94011"
     with pytest.raises(ValueError, match="4 or 5 digits"):
         validate_plu("401")
+
+
+@given(st.text(alphabet="0123456789", min_size=7, max_size=15) | st.text(max_size=16))
+def test_the_item_models_barcode_check_agrees_with_normalize_gtin(raw: str) -> None:
+    # Item validation checks complete codes inline and leaves the rest to normalize_gtin: same answers.
+    try:
+        expected: str | None = normalize_gtin(raw)
+    except ValueError:
+        expected = None
+    try:
+        got: str | None = _gtin(raw)
+    except ValueError:
+        got = None
+    assert got == expected
+
+
+def test_the_inline_check_finds_one_wrong_digit_anywhere() -> None:
+    code = "036000291452"  # a published UPC-A
+    assert _gtin(code) == code
+    for position in range(len(code)):
+        for digit in "0123456789":
+            if digit != code[position]:
+                wrong = code[:position] + digit + code[position + 1 :]
+                with pytest.raises(ValueError, match="check digit"):
+                    _gtin(wrong)

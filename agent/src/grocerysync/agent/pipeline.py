@@ -12,17 +12,19 @@ import asyncio
 import contextlib
 import gc
 import logging
+import operator
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from grocerysync.agent import paths
-from grocerysync.agent.fingerprint import job_fingerprint, record_hash
+from grocerysync.agent.fingerprint import job_fingerprint, record_hashes
 from grocerysync.agent.mapping import ItemShaper
 from grocerysync.agent.sending import PreviewWriter, send_with_retry
 from grocerysync.agent.state import FILTERED, StateStore
@@ -38,6 +40,7 @@ from grocerysync.core.validation import validate_records
 
 log = logging.getLogger(__name__)
 
+T = TypeVar("T")
 ProgressCallback = Callable[[Progress], None]
 Transform = Callable[[list[Item]], list[Item]]
 
@@ -196,9 +199,15 @@ class _Run:
         self.shaper = ItemShaper(job.mapping, job.filters)
         self.guard_tripped = False
         # Items waiting for the destination, gathered across POS batches so that a run where few items
-        # changed still writes full batches: key -> (ref, hash).
+        # changed still writes full batches.
         self.buffer: list[Item] = []
-        self.buffer_meta: dict[str, tuple[str, bytes]] = {}
+        self.buffer_hashes: dict[str, str] = {}
+        self.buffer_records: dict[str, RawRecord] = {}
+        # While items are read and sent, the delta store is worked on by one thread of its own: SQLite runs
+        # without the interpreter lock, so its inserts overlap with hashing, validation and the feed. One
+        # thread keeps the store's calls in order; writes nothing waits for are collected in `staging`.
+        self.db_thread: ThreadPoolExecutor | None = None
+        self.staging: list[asyncio.Future[Any]] = []
 
     async def execute(self) -> None:
         summary, plan = self.summary, self.plan
@@ -214,10 +223,14 @@ class _Run:
                 )
             cursor = state.get_meta("cursor") if plan.connector.supports_incremental and not refresh else None
             self.refresh = refresh
+            self.db_thread = ThreadPoolExecutor(1, thread_name_prefix="grocerysync-state")
             try:
                 async with AsyncExitStack() as stack:
                     writer = await self._open(stack)
-                    last_cursor = await self._read_and_send(writer, ReadRequest(self.options.batch_size, cursor))
+                    try:
+                        last_cursor = await self._read_and_send(writer, ReadRequest(self.options.batch_size, cursor))
+                    finally:
+                        await self._settle_store()
                     if cursor is None:  # only a full read shows what is gone
                         await self._removals(writer)
                     self._check_cancel()
@@ -227,6 +240,7 @@ class _Run:
                     keep_cursor = last_cursor if plan.connector.supports_incremental else None
                     state.commit_run(fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh)
             finally:
+                self.db_thread.shutdown()
                 self.problems.close()
         if summary.failed and not (summary.sent or summary.removed or summary.unchanged):
             summary.status = "failed"
@@ -332,32 +346,21 @@ class _Run:
                 problems.reject(batch.rejected)
             records = batch.records
             summary.read += len(records)
-            # Key every record; the later of two rows with one item_id is rejected, naming both rows.
-            by_key: dict[str, RawRecord] = {}
-            unkeyed: list[RawRecord] = []
-            duplicates: list[Rejection] = []
-            for record in records:
-                raw = record.data.get("item_id")
-                key = raw.strip() if isinstance(raw, str) else None if raw is None else str(raw).strip()
-                if not key:
-                    unkeyed.append(record)  # validation rejects it, saying item_id is missing
-                elif key in by_key:
-                    duplicates.append(_duplicate(record, key, by_key[key].ref))
-                else:
-                    by_key[key] = record
-            rows = [(key, seq + n, record.ref) for n, (key, record) in enumerate(by_key.items(), 1)]
-            seq += len(rows)
-            for key, earlier_ref in state.mark_seen(rows).items():
+            by_key, unkeyed, duplicates = _keyed(records)
+            first_seq = seq + 1
+            seq += len(by_key)
+            refs = list(zip(by_key, map(_REF, by_key.values()), strict=True))
+            seen = self._in_store(state.mark_seen, first_seq, refs)
+            known_future = None if self.refresh else self._in_store(state.lookup, list(by_key))
+            hashes = record_hashes(by_key)  # while the store works
+            for key, earlier_ref in (await seen).items():
                 duplicates.append(_duplicate(by_key.pop(key), key, earlier_ref))
+                del hashes[key]
             if duplicates:
                 problems.reject(duplicates)
-
-            hashes = {key: record_hash(record.data) for key, record in by_key.items()}
-            if self.refresh:
-                changed = list(by_key.values())
-            else:
-                known = state.lookup(list(by_key))
-                changed = []
+            if known_future is not None:
+                known = await known_future
+                changed_by_key: dict[str, RawRecord] = {}
                 unchanged = 0
                 for key, digest in hashes.items():
                     stored = known.get(key)
@@ -366,8 +369,11 @@ class _Run:
                     elif stored is not None and stored == FILTERED + digest:
                         summary.filtered += 1  # known to be filtered out, and still the same
                     else:
-                        changed.append(by_key[key])
+                        changed_by_key[key] = by_key[key]
                 summary.unchanged += unchanged
+                by_key = changed_by_key
+                hashes = {key: hashes[key] for key in by_key}
+            changed = list(by_key.values())
             if unkeyed:
                 changed.extend(unkeyed)
             if changed:
@@ -382,8 +388,10 @@ class _Run:
         writer: DestinationWriter,
         changed: list[RawRecord],
         by_key: dict[str, RawRecord],
-        hashes: dict[str, bytes],
+        hashes: dict[str, str],
     ) -> None:
+        """Validate, shape and buffer ``changed``: the records of ``by_key`` (each with its hash in ``hashes``)
+        and any records without a key."""
         items, rejections = validate_records(changed)
         if rejections:
             self.problems.reject(rejections)
@@ -411,21 +419,21 @@ class _Run:
         if dropped:
             self.summary.filtered += len(dropped)
             keys = [i.item_id for i in dropped if i.item_id in hashes]
-            self.state.mark_dropped(keys)
-            self.state.stage([(k, FILTERED + hashes[k], 0) for k in keys])
-        for item in kept:
-            key = item.item_id
-            record = by_key.get(key)
-            self.buffer_meta[key] = (record.ref if record else f"item {key}", hashes.get(key, b""))
+            self._stage(self.state.mark_dropped, keys)
+            self._stage(self.state.stage, [(k, FILTERED + hashes[k]) for k in keys], False)
+        # What a write's outcome needs, for the items waiting in the buffer: each one's hash (staged when the
+        # destination accepts it) and record (named when it refuses it). Kept only until the buffer is empty.
+        self.buffer_hashes.update(hashes)
+        self.buffer_records.update(by_key)
         self.buffer.extend(kept)
         if len(self.buffer) >= self.options.batch_size:
             await self._flush(writer)
 
     async def _flush(self, writer: DestinationWriter) -> None:
         size = self.options.batch_size
+        hashes, records = self.buffer_hashes, self.buffer_records
         while self.buffer:
             batch, self.buffer = self.buffer[:size], self.buffer[size:]
-            meta = self.buffer_meta
             ok, failed = await send_with_retry(
                 writer.write,
                 batch,
@@ -435,11 +443,41 @@ class _Run:
                 base_delay=self.retry_delay,
             )
             self.summary.sent += len(ok)
-            self.state.stage([(k, meta[k][1], 1) for k in ok if meta[k][1]])
+            # An item a transform added has no record and no hash: it is sent every run.
+            digests = list(map(hashes.get, ok))
+            if None in digests:
+                self._stage(self.state.stage, [(k, d) for k, d in zip(ok, digests, strict=True) if d is not None], True)
+            else:
+                self._stage(self.state.stage, list(zip(ok, digests, strict=True)), True)
             for key, error in failed:
-                self.problems.fail(meta[key][0], key, "write", error)
-            for item in batch:
-                meta.pop(item.item_id, None)
+                record = records.get(key)
+                self.problems.fail(record.ref if record else f"item {key}", key, "write", error)
+        hashes.clear()
+        records.clear()
+
+    # -- the delta store's thread ----------------------------------------------------------------
+
+    def _in_store(self, call: Callable[..., T], *args: Any) -> asyncio.Future[T]:
+        """Run ``call(*args)`` on the store's thread, after every store call made before it."""
+        assert self.db_thread is not None
+        return asyncio.get_running_loop().run_in_executor(self.db_thread, call, *args)
+
+    def _stage(self, call: Callable[..., Any], *args: Any) -> None:
+        """A store write nothing waits for; :meth:`_settle_store` collects its outcome."""
+        self.staging.append(self._in_store(call, *args))
+        if len(self.staging) > 64:  # keep the list short; an early failure surfaces here
+            done = [f for f in self.staging if f.done()]
+            for future in done:
+                future.result()
+            self.staging = [f for f in self.staging if not f.done()]
+
+    async def _settle_store(self) -> None:
+        """Wait for every store call in flight; raise the first failure. The store is then free for this thread."""
+        staging, self.staging = self.staging, []
+        results = await asyncio.gather(*staging, return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     # -- removals ----------------------------------------------------------------------------
 
@@ -489,6 +527,35 @@ class _Run:
 
 def _item_key(item: Item) -> str:
     return item.item_id
+
+
+_REF = operator.attrgetter("ref")
+
+
+def _keyed(records: list[RawRecord]) -> tuple[dict[str, RawRecord], list[RawRecord], list[Rejection]]:
+    """Key each record by its stripped ``item_id``: ``(by key, records without one, duplicates)``.
+
+    The later of two records with one key is a duplicate, its rejection naming both. The common case (text
+    keys, all present and distinct) is worked out by builtins over the whole batch.
+    """
+    ids = [record.data.get("item_id") for record in records]
+    if set(map(type, ids)) == {str}:
+        keys = list(map(str.strip, cast(list[str], ids)))
+        by_key = dict(zip(keys, records, strict=True))
+        if len(by_key) == len(records) and "" not in by_key:
+            return by_key, [], []
+    by_key = {}
+    unkeyed: list[RawRecord] = []
+    duplicates: list[Rejection] = []
+    for record, raw in zip(records, ids, strict=True):
+        key = raw.strip() if isinstance(raw, str) else None if raw is None else str(raw).strip()
+        if not key:
+            unkeyed.append(record)  # validation rejects it, saying item_id is missing
+        elif key in by_key:
+            duplicates.append(_duplicate(record, key, by_key[key].ref))
+        else:
+            by_key[key] = record
+    return by_key, unkeyed, duplicates
 
 
 def _duplicate(record: RawRecord, key: str, first_ref: str) -> Rejection:

@@ -1,29 +1,33 @@
 """The delta store: one SQLite file per job holding a content hash for every item the destination has.
 
-A run reads the stored hashes a batch at a time (``WHERE key IN (...)``), so memory stays flat however
-large the catalogue. What the run learns is staged in temporary tables (``seen``, ``pending``,
-``removed``) and merged into the store in one transaction only after the destination's ``commit()``
-succeeded; a failed run discards them, so everything it did not finish is simply sent again next time.
+A run reads the stored hashes a batch at a time, so memory stays flat however large the catalogue. What the
+run learns is staged in temporary tables (``seen``, ``pending``, ``removed``) and merged into the store in one
+transaction only after the destination's ``commit()`` succeeded; a failed run discards them, so everything it
+did not finish is simply sent again next time.
+
+Each batch goes to SQLite as one JSON array and one statement (``json_each``): SQLite splits it in C, and the
+agent's Python thread gives up its lock on the interpreter once per batch rather than once per row, which
+matters while the POS connector reads the next batch in another thread.
 
 The whole run holds the store's write lock, which keeps two runs of one job from interleaving.
 """
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from grocerysync.core.errors import GrocerySyncError
+import orjson
 
-#: SQLite limits the number of ``?`` in one statement; stay well under every build's limit.
-_CHUNK = 900
+from grocerysync.core.errors import GrocerySyncError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
     key TEXT PRIMARY KEY,
-    hash BLOB NOT NULL,  -- FILTERED + hash when present = 0
+    hash TEXT NOT NULL,  -- FILTERED + hash when present = 0; '' when stale (see commit_run)
     -- 1: the destination has this item; 0: known but filtered out (so an unchanged one is skipped cheaply)
     present INTEGER NOT NULL
 ) WITHOUT ROWID;
@@ -33,7 +37,7 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT) WITHOUT ROWI
 _RUN_TABLES = """
 CREATE TEMP TABLE seen (key TEXT PRIMARY KEY, seq INTEGER NOT NULL, ref TEXT NOT NULL,
                         kept INTEGER NOT NULL DEFAULT 1) WITHOUT ROWID;
-CREATE TEMP TABLE pending (key TEXT PRIMARY KEY, hash BLOB NOT NULL, present INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TEMP TABLE pending (key TEXT PRIMARY KEY, hash TEXT NOT NULL, present INTEGER NOT NULL) WITHOUT ROWID;
 CREATE TEMP TABLE removed (key TEXT PRIMARY KEY) WITHOUT ROWID;
 """
 
@@ -44,24 +48,23 @@ _REMOVALS = (
 
 #: Stored in front of the hash of an item known to be filtered out, so that one comparison of the stored
 #: hash tells "unchanged and online" from "unchanged and filtered out".
-FILTERED = b"\x00"
+FILTERED = "~"
 
 
 class StateError(GrocerySyncError):
     """The delta store cannot be opened or updated."""
 
 
-def _chunks(keys: Sequence[str]) -> Iterator[Sequence[str]]:
-    for start in range(0, len(keys), _CHUNK):
-        yield keys[start : start + _CHUNK]
-
-
-def _in_list(n: int) -> str:
-    return ",".join("?" * n)
+def _json(values: Sequence[Any]) -> str:
+    # Text, not bytes: SQLite reads a BLOB argument as its binary JSON format.
+    return orjson.dumps(values).decode()
 
 
 class StateStore:
     """One job's delta store for the length of one run.
+
+    It may be used from any thread, one call at a time (the export pipeline hands its per-batch calls to a
+    thread of their own, in order, and waits for them before calling from its own thread again).
 
     ``read_only`` (dry runs) opens the store without writing to it; when it does not exist yet an empty
     private database stands in for it.
@@ -91,11 +94,14 @@ class StateStore:
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only and self.path.exists():
-            db = sqlite3.connect(f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=5)
+            db = sqlite3.connect(
+                f"{self.path.as_uri()}?mode=ro", uri=True, isolation_level=None, timeout=5, check_same_thread=False
+            )
         elif self.read_only:
-            db = sqlite3.connect("", isolation_level=None)  # "" is a private temporary database
+            # "" is a private temporary database.
+            db = sqlite3.connect("", isolation_level=None, check_same_thread=False)
         else:
-            db = sqlite3.connect(self.path, isolation_level=None, timeout=2)
+            db = sqlite3.connect(self.path, isolation_level=None, timeout=2, check_same_thread=False)
             db.execute("PRAGMA journal_mode=WAL")
             # WAL + NORMAL is durable across application crashes; losing the last commit to a power cut
             # only means those items are sent again, which destinations handle (writes are upserts).
@@ -128,41 +134,62 @@ class StateStore:
 
     # -- per batch -----------------------------------------------------------------
 
-    def lookup(self, keys: Sequence[str]) -> dict[str, bytes]:
+    @contextlib.contextmanager
+    def _working(self) -> Iterator[None]:
+        try:
+            yield
+        except sqlite3.Error as exc:
+            raise StateError(
+                f"the delta store {self.path} of job {self._job!r} failed during the run: {exc}; nothing was "
+                "committed, so the next run sends these items again (check free disk space and that the state "
+                "directory is writable)"
+            ) from None
+
+    def lookup(self, keys: Sequence[str]) -> dict[str, str]:
         """Stored hashes for those of ``keys`` the store knows (built by the cursor, no Python loop)."""
-        found: dict[str, bytes] = {}
-        for chunk in _chunks(keys):
-            sql = f"SELECT key, hash FROM items WHERE key IN ({_in_list(len(chunk))})"  # noqa: S608
-            found.update(self._db.execute(sql, chunk))
-        return found
+        sql = "SELECT key, hash FROM items WHERE key IN (SELECT value FROM json_each(?))"
+        with self._working():
+            return dict(self._db.execute(sql, (_json(keys),)))
 
-    def mark_seen(self, rows: Sequence[tuple[str, int, str]]) -> dict[str, str]:
-        """Record ``(key, seq, ref)`` as read in this run; return ``{key: earlier ref}`` for keys read before.
+    def mark_seen(self, first_seq: int, rows: Sequence[tuple[str, str]]) -> dict[str, str]:
+        """Record ``(key, ref)`` rows as read in this run, numbered from ``first_seq``; return
+        ``{key: earlier ref}`` for keys read before.
 
-        The common case (no duplicates) costs one ``executemany``: only when fewer rows went in than were
+        The common case (no duplicates) costs one statement: only when fewer rows went in than were
         given is the table asked which keys were already there.
         """
-        before = self._db.total_changes
-        self._db.executemany("INSERT OR IGNORE INTO temp.seen (key, seq, ref) VALUES (?, ?, ?)", rows)
-        if self._db.total_changes - before == len(rows):
-            return {}
-        seq_of = {key: seq for key, seq, _ in rows}
-        earlier: dict[str, str] = {}
-        keys = list(seq_of)
-        for chunk in _chunks(keys):
-            sql = f"SELECT key, seq, ref FROM temp.seen WHERE key IN ({_in_list(len(chunk))})"  # noqa: S608
-            for key, seq, ref in self._db.execute(sql, chunk):
-                if seq != seq_of[key]:
-                    earlier[key] = ref
-        return earlier
+        with self._working():
+            before = self._db.total_changes
+            self._db.execute(
+                # json_each's key is the element's index in the array.
+                "INSERT OR IGNORE INTO temp.seen (key, seq, ref) "
+                "SELECT json_extract(value, '$[0]'), ? + key, json_extract(value, '$[1]') FROM json_each(?)",
+                (first_seq, _json(rows)),
+            )
+            if self._db.total_changes - before == len(rows):
+                return {}
+            seq_of = {key: seq for seq, (key, _) in enumerate(rows, first_seq)}
+            sql = "SELECT key, seq, ref FROM temp.seen WHERE key IN (SELECT value FROM json_each(?))"
+            rows_now = self._db.execute(sql, (_json(list(seq_of)),))
+            return {key: ref for key, seq, ref in rows_now if seq != seq_of[key]}
 
     def mark_dropped(self, keys: Sequence[str]) -> None:
         """Items filtered out this run: the destination should no longer have them."""
-        self._db.executemany("UPDATE temp.seen SET kept = 0 WHERE key = ?", [(k,) for k in keys])
+        with self._working():
+            self._db.execute(
+                "UPDATE temp.seen SET kept = 0 WHERE key IN (SELECT value FROM json_each(?))", (_json(keys),)
+            )
 
-    def stage(self, rows: Sequence[tuple[str, bytes, int]]) -> None:
-        """Stage ``(key, hash, present)`` rows, merged into the store by :meth:`commit_run`."""
-        self._db.executemany("INSERT OR REPLACE INTO temp.pending (key, hash, present) VALUES (?, ?, ?)", rows)
+    def stage(self, rows: Sequence[tuple[str, str]], present: bool) -> None:
+        """Stage ``(key, hash)`` rows of items the destination now has (``present``) or that are filtered
+        out; :meth:`commit_run` merges them into the store."""
+        if rows:
+            with self._working():
+                self._db.execute(
+                    "INSERT OR REPLACE INTO temp.pending (key, hash, present) "
+                    "SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), ? FROM json_each(?)",
+                    (int(present), _json(rows)),
+                )
 
     # -- removals ------------------------------------------------------------------
 
@@ -178,7 +205,8 @@ class StateStore:
 
     def stage_removed(self, keys: Sequence[str]) -> None:
         """Keys the destination deleted in this run."""
-        self._db.executemany("INSERT OR IGNORE INTO temp.removed (key) VALUES (?)", [(k,) for k in keys])
+        with self._working():
+            self._db.execute("INSERT OR IGNORE INTO temp.removed (key) SELECT value FROM json_each(?)", (_json(keys),))
 
     # -- end of run ----------------------------------------------------------------
 
@@ -193,7 +221,7 @@ class StateStore:
         db = self._db
         try:
             if refresh:
-                db.execute("UPDATE items SET hash = x''")
+                db.execute("UPDATE items SET hash = ''")
             db.execute("DELETE FROM items WHERE key IN (SELECT key FROM temp.removed)")
             # A filtered item the destination still has (its removal was refused or failed) keeps its
             # row, so it is considered again next run.

@@ -10,6 +10,9 @@ from __future__ import annotations
 import enum
 
 GTIN_LENGTHS = (8, 12, 13, 14)
+#: For each GTIN length, what the ASCII code of '0' (48) adds to the weighted sum of a code's bytes, with the
+#: check digit weighted 1 and the digits leftwards 3, 1, 3 ...: the sum less this is the sum of the digits.
+GTIN_CHECK_OFFSETS = {n: 48 * ((n + 1) // 2 + 3 * (n // 2)) for n in GTIN_LENGTHS}
 _SEPARATORS = str.maketrans("", "", " -")
 
 

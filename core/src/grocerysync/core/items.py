@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from grocerysync.core.codes import normalize_gtin, validate_plu
+from grocerysync.core.codes import GTIN_CHECK_OFFSETS, normalize_gtin, validate_plu
 
 # No decimal_places constraint: pydantic checks it through Decimal.as_tuple(), which costs more than
 # the rest of an item's validation; destinations round to what their platform takes.
@@ -35,7 +35,14 @@ ExtraValue = str | int | float | bool | None
 
 
 def _gtin(value: str) -> str:
-    return normalize_gtin(value)
+    # Every item with a barcode comes through here, so the common case (a complete code whose check digit is
+    # right) is checked inline: the weighted digit sum, less what the ASCII '0's add, must end in 0.
+    offset = GTIN_CHECK_OFFSETS.get(len(value))
+    if offset is not None and value.isascii() and value.isdigit():
+        digits = value.encode()
+        if (sum(digits[::-2]) + 3 * sum(digits[-2::-2]) - offset) % 10 == 0:
+            return value
+    return normalize_gtin(value)  # anything else: UPC-E, separators, or a clear error
 
 
 class SizeUnit(enum.StrEnum):
