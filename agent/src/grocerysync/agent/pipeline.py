@@ -525,8 +525,7 @@ class _Run:
             self._check_cancel()
 
 
-def _item_key(item: Item) -> str:
-    return item.item_id
+_item_key: Callable[[Item], str] = operator.attrgetter("item_id")
 
 
 _REF = operator.attrgetter("ref")
