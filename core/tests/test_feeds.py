@@ -17,6 +17,7 @@ from grocerysync.core import feeds
 from grocerysync.core.errors import DestinationError
 from grocerysync.core.feeds import CSV_COLUMNS, FeedFormat, FeedWriter, feed_file_name, parse_feed_file_name
 from grocerysync.core.items import Item
+from grocerysync.core.testing import strategies as gs
 
 COLA = Item(
     item_id="A1",
@@ -150,6 +151,134 @@ def test_any_batch_reads_back(tmp_path_factory, items, fmt):
         assert [(r["retailer_reference_code"], r["item_name"], Decimal(r["price"])) for r in got] == [
             (i.item_id, i.name, i.price) for i in items
         ]
+
+
+def reference_csv(items: list[Item]) -> tuple[bytes, list[tuple[str, bool]]]:
+    """The csv feed as the format's documentation reads, written plainly with the csv module."""
+    per_unit = {None: ("each", None), "lb": ("lb", None), "kg": ("kg", None), "oz": ("lb", 16), "g": ("kg", 1000)}
+    buf = io.StringIO()
+    out = csv.writer(buf, lineterminator="\r\n")
+    out.writerow(CSV_COLUMNS)
+    results = []
+    for it in items:
+        code = it.gtin or it.plu
+        results.append((it.item_id, code is not None))
+        if code is None:
+            continue
+        unit, factor = per_unit[it.weight_unit.value if it.weight_unit else None]
+
+        def money(value: Decimal | None, factor: int | None = factor) -> Decimal | None:
+            return value if value is None or factor is None else (value * factor).quantize(Decimal("0.01"))
+
+        sale, size, multi = it.sale, it.size, it.multi_price
+        flag = {True: "TRUE", False: "FALSE"}
+        out.writerow(
+            [
+                code,
+                it.item_id,
+                it.name,
+                it.brand,
+                size.value if size else None,
+                size.unit.value if size else None,
+                money(it.price),
+                unit,
+                money(sale.price) if sale else None,
+                sale.start.isoformat() if sale and sale.start else None,
+                sale.end.isoformat() if sale and sale.end else None,
+                multi.quantity if multi else None,
+                multi.price if multi else None,
+                it.department,
+                it.category,
+                flag[it.active and it.online],
+                flag[it.min_age is not None and it.min_age >= 21],
+                it.min_age,
+                flag[it.snap_ebt],
+                flag[it.wic],
+                flag[it.taxable],
+                it.bottle_deposit,
+                it.image_url,
+                it.stock,
+                it.last_changed.isoformat() if it.last_changed else None,
+                "FALSE",
+            ]
+        )
+    return buf.getvalue().encode("utf-8"), results
+
+
+def written(tmp_path: Path, *batches: list[Item]) -> tuple[bytes, list[tuple[str, bool]]]:
+    path = tmp_path / "f.csv"
+    with FeedWriter(path, "csv") as writer:
+        results = [(r.item_id, r.ok) for batch in batches for r in writer.write(batch)]
+    assert writer.items_written == sum(ok for _, ok in results)
+    return path.read_bytes(), results
+
+
+def _with_text(item: Item, field: str, text: str) -> Item:
+    return Item.model_validate({**item.model_dump(exclude_none=True), field: text})
+
+
+# Text that makes a csv field need quotes, in every free-text field an item has.
+_QUOTED = st.builds(
+    _with_text,
+    gs.items(codes="required"),
+    st.sampled_from(["name", "brand", "department", "category", "item_id"]),
+    st.sampled_from(['a"b', "a,b", "a\nb", "a\rb", "a\r\nb", '"', ",x,", 'x "y", z']),
+)
+
+
+@settings(max_examples=150)
+@given(st.lists(st.one_of(gs.items(), gs.items(codes="required"), _QUOTED), max_size=25))
+def test_csv_rows_are_what_the_csv_module_writes(tmp_path_factory, items):
+    # Most rows are formatted directly for speed; any row with a field that needs quoting goes through
+    # the csv module: either way the bytes are those of a plain csv.writer over the documented columns.
+    assert written(tmp_path_factory.mktemp("feed"), items) == reference_csv(items)
+
+
+@pytest.mark.parametrize(
+    ("field", "column", "text"),
+    [
+        ("name", "item_name", 'Cola, "classic"'),
+        ("brand", "brand_name", "Ben & Jerry's, Inc."),
+        ("department", "department", "Beer\r\nWine"),
+        ("category", "category", "Snacks\nChips"),
+        ("category", "category", "Snacks\rChips"),
+        ("item_id", "retailer_reference_code", "A,1"),
+        ("image_url", "remote_image_url", "https://img.example/a,b.jpg"),
+        ("image_url", "remote_image_url", 'https://img.example/"a".jpg'),
+    ],
+)
+def test_a_field_that_needs_quotes_is_quoted_and_its_neighbours_are_not(tmp_path, field, column, text):
+    plain = Item(item_id="Q1", gtin="012345678905", name="Oats", brand="Mill", department="Grocery", price="3.49")
+    odd = _with_text(plain, field, text)
+    data, results = written(tmp_path, [BANANAS, odd, PER_OZ], [BEER])
+    assert (data, results) == reference_csv([BANANAS, odd, PER_OZ, BEER])
+    got = rows(tmp_path / "f.csv")
+    assert got[1][column] == text
+    assert [r["retailer_reference_code"] for r in got] == ["B2", odd.item_id, "E5", "C3"]
+
+
+def test_items_built_without_validation_are_written_as_the_csv_module_would(tmp_path):
+    # model_construct skips validation: a number where a name belongs still comes out as str() of it.
+    odd = Item.model_construct(**{**BANANAS.__dict__, "item_id": "N1", "name": 42, "brand": 7})
+    assert written(tmp_path, [COLA, odd, BEER]) == reference_csv([COLA, odd, BEER])
+
+
+def test_results_keep_the_order_of_the_items_around_failures(tmp_path):
+    no_code = [NO_CODE.model_copy(update={"item_id": f"D{i}"}) for i in range(3)]
+    batch = [no_code[0], COLA, no_code[1], no_code[2], BANANAS, BEER]
+    data, results = written(tmp_path, batch, no_code, [])
+    assert results == [
+        ("D0", False),
+        ("A1", True),
+        ("D1", False),
+        ("D2", False),
+        ("B2", True),
+        ("C3", True),
+        ("D0", False),
+        ("D1", False),
+        ("D2", False),
+    ]
+    assert data == reference_csv(batch)[0]
 
 
 class _FailingFile:

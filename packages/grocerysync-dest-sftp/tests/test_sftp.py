@@ -8,10 +8,13 @@ import io
 import json
 import logging
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import sshd as sshd_helper
 from grocerysync_dest_sftp import SftpConfig, SftpError, SftpSecrets, check, open_writer
+from grocerysync_dest_sftp.connection import connect
+from grocerysync_dest_sftp.destination import _transfer_sizes
 from grocerysync_dest_sftp.plugin import DESTINATION
 
 from grocerysync.core.config import parse_config
@@ -300,3 +303,58 @@ async def test_unreachable_server_fails_commit_with_one_line(sshd, remote_dir, t
     assert "refused" in str(err.value)
     assert err.value.retryable
     assert "\n" not in str(err.value)
+
+
+async def test_aes_gcm_is_preferred(sshd, remote_dir):
+    conn, _ = await connect(config(sshd, remote_dir), key_secrets(sshd))
+    async with conn:
+        assert conn.get_extra_info("send_cipher") == "aes256-gcm@openssh.com"
+        assert conn.get_extra_info("recv_cipher") == "aes256-gcm@openssh.com"
+
+
+@pytest.mark.parametrize("cipher", ["chacha20-poly1305@openssh.com", "aes128-ctr"])
+async def test_a_server_without_aes_gcm_still_gets_the_feed(cipher, remote_dir, tmp_path):
+    server = sshd_helper.SshServer.create(tmp_path / "sshd")
+    server.config_path.write_text(server.config_path.read_text() + f"Ciphers {cipher}\n")
+    await asyncio.to_thread(server.start)
+    try:
+        cfg = config(server, remote_dir)
+        conn, _ = await connect(cfg, key_secrets(server))
+        async with conn:
+            assert conn.get_extra_info("send_cipher") == cipher
+        async with open_writer(cfg, key_secrets(server), context(tmp_path)) as writer:
+            await writer.write(ITEMS[:2])
+            await writer.commit()
+    finally:
+        server.stop()
+    (feed,) = remote_dir.iterdir()
+    assert len(read_csv(feed)) == 2
+
+
+@pytest.mark.parametrize(
+    ("limits", "sizes"),
+    [
+        (SimpleNamespace(max_write_len=261120), (261120, 4)),  # OpenSSH's limits@openssh.com
+        (SimpleNamespace(max_write_len=4 * 1024 * 1024), (256 * 1024, 4)),
+        (SimpleNamespace(max_write_len=16 * 1024), (64 * 1024, 16)),  # what asyncssh says when the server does not
+        (None, (64 * 1024, 16)),  # an asyncssh without limits
+    ],
+)
+def test_upload_block_size_follows_the_server_within_bounds(limits, sizes):
+    sftp = SimpleNamespace(limits=limits) if limits is not None else SimpleNamespace()
+    assert _transfer_sizes(sftp) == sizes  # type: ignore[arg-type]
+
+
+async def test_a_large_feed_arrives_intact(sshd, remote_dir, tmp_path):
+    # Several megabytes: many full-size writes in flight at once, and a last partial one.
+    items = [
+        Item(item_id=f"{n:07d}", plu="4011", name=f"Item {n} " + "x" * (n % 97), price="1.99") for n in range(40_000)
+    ]
+    async with open_writer(config(sshd, remote_dir), key_secrets(sshd), context(tmp_path)) as writer:
+        for start in range(0, len(items), 1000):
+            await writer.write(items[start : start + 1000])
+        spooled = writer.spool_path.read_bytes()
+        await writer.commit()
+    (feed,) = remote_dir.iterdir()
+    assert feed.read_bytes() == spooled
+    assert len(spooled) > 4 * 256 * 1024

@@ -62,6 +62,9 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from functools import partial
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -246,52 +249,197 @@ def _scaled(value: Decimal | None, factor: Decimal | None) -> Decimal | None:
     return (value * factor).quantize(_CENT)
 
 
-def _csv_rows(items: Sequence[Item]) -> tuple[list[tuple[Any, ...]], list[ItemResult]]:
-    """Rows for the items the format can carry, and one result per item."""
-    rows: list[tuple[Any, ...]] = []
-    results: list[ItemResult] = []
-    for it in items:
-        code = it.gtin or it.plu
+def _csv_row(it: Item) -> tuple[Any, ...]:
+    """One item's row as the csv module writes it (``None`` is an empty field); the item has a lookup code."""
+    size, sale, multi, min_age = it.size, it.sale, it.multi_price, it.min_age
+    unit, factor = _WEIGHT[it.weight_unit]
+    price = it.price if factor is None else _scaled(it.price, factor)
+    sale_price = None if sale is None else (sale.price if factor is None else _scaled(sale.price, factor))
+    changed = it.last_changed
+    return (
+        it.gtin or it.plu,
+        it.item_id,
+        it.name,
+        it.brand,
+        None if size is None else size.value,
+        None if size is None else size.unit,  # a StrEnum: csv writes its value
+        price,
+        unit,
+        sale_price,
+        None if sale is None or sale.start is None else sale.start.isoformat(),
+        None if sale is None or sale.end is None else sale.end.isoformat(),
+        None if multi is None else multi.quantity,
+        None if multi is None else multi.price,
+        it.department,
+        it.category,
+        _T if it.active and it.online else _F,
+        _T if min_age is not None and min_age >= 21 else _F,
+        min_age,
+        _T if it.snap_ebt else _F,
+        _T if it.wic else _F,
+        _T if it.taxable else _F,
+        it.bottle_deposit,
+        it.image_url,
+        it.stock,
+        None if changed is None else changed.isoformat(),
+        _F,
+    )
+
+
+# Every field a row reads, in one C call on vars(item), the dict where pydantic keeps field values:
+# reading 22 attributes one by one costs more than formatting the row, and attrgetter twice this.
+_ROW_FIELDS = itemgetter(
+    "item_id",
+    "gtin",
+    "plu",
+    "name",
+    "brand",
+    "size",
+    "department",
+    "category",
+    "price",
+    "sale",
+    "multi_price",
+    "weight_unit",
+    "stock",
+    "taxable",
+    "snap_ebt",
+    "wic",
+    "min_age",
+    "bottle_deposit",
+    "online",
+    "active",
+    "image_url",
+    "last_changed",
+)
+_SEPARATORS = len(CSV_COLUMNS) - 1
+
+
+def _csv_batch(items: Sequence[Item]) -> tuple[bytes, int, list[ItemResult]]:
+    """The csv text of the items the format can carry, how many rows it holds, and one result per item.
+
+    Each row is formatted straight into one line of text: the same text the csv module writes for
+    :func:`_csv_row` (``str()`` of each value, ``None`` empty) as long as no field needs quoting, and
+    only free text (ids, names, URLs) ever can. One scan of the batch finds out; the rare rows that
+    do need quotes are written by the csv module (:func:`_csv_quoted`).
+    """
+    lines: list[str] = []
+    ids: list[str] = []
+    failed: list[tuple[int, ItemResult]] = []
+    for (
+        item_id,
+        gtin,
+        plu,
+        name,
+        brand,
+        size,
+        department,
+        category,
+        price,
+        sale,
+        multi,
+        weight,
+        stock,
+        taxable,
+        snap,
+        wic,
+        min_age,
+        deposit,
+        online,
+        active,
+        image,
+        changed,
+    ) in map(_ROW_FIELDS, map(vars, items)):
+        code = gtin or plu
         if code is None:
-            results.append(ItemResult.failure(it.item_id, NO_LOOKUP_CODE))
+            failed.append((len(ids) + len(failed), ItemResult.failure(item_id, NO_LOOKUP_CODE)))
             continue
-        size, sale, multi, min_age = it.size, it.sale, it.multi_price, it.min_age
-        unit, factor = _WEIGHT[it.weight_unit]
-        price = it.price if factor is None else _scaled(it.price, factor)
-        sale_price = None if sale is None else (sale.price if factor is None else _scaled(sale.price, factor))
-        changed = it.last_changed
-        rows.append(
-            (
-                code,
-                it.item_id,
-                it.name,
-                it.brand,
-                None if size is None else size.value,
-                None if size is None else size.unit,  # a StrEnum: csv writes its value
-                price,
-                unit,
-                sale_price,
-                None if sale is None or sale.start is None else sale.start.isoformat(),
-                None if sale is None or sale.end is None else sale.end.isoformat(),
-                None if multi is None else multi.quantity,
-                None if multi is None else multi.price,
-                it.department,
-                it.category,
-                _T if it.active and it.online else _F,
-                _T if min_age is not None and min_age >= 21 else _F,
-                min_age,
-                _T if it.snap_ebt else _F,
-                _T if it.wic else _F,
-                _T if it.taxable else _F,
-                it.bottle_deposit,
-                it.image_url,
-                it.stock,
-                None if changed is None else changed.isoformat(),
-                _F,
-            )
+        unit, factor = _WEIGHT[weight]
+        if factor is not None:
+            price = _scaled(price, factor)
+        if sale is None:
+            sale_price = sale_start = sale_end = ""
+        else:
+            start, end = sale.start, sale.end
+            sale_price = str(sale.price if factor is None else _scaled(sale.price, factor))
+            sale_start = "" if start is None else start.isoformat()
+            sale_end = "" if end is None else end.isoformat()
+        # The csv module's text for each value is str() of it, "" for None; a str as it is.
+        row = (
+            code,
+            item_id,
+            name,
+            "" if brand is None else brand,
+            "" if size is None else str(size.value),
+            "" if size is None else size.unit,  # a StrEnum: join takes its value
+            str(price),
+            unit,
+            sale_price,
+            sale_start,
+            sale_end,
+            "" if multi is None else str(multi.quantity),
+            "" if multi is None else str(multi.price),
+            "" if department is None else department,
+            "" if category is None else category,
+            _T if active and online else _F,
+            _T if min_age is not None and min_age >= 21 else _F,
+            "" if min_age is None else str(min_age),
+            _T if snap else _F,
+            _T if wic else _F,
+            _T if taxable else _F,
+            "" if deposit is None else str(deposit),
+            "" if image is None else image,
+            "" if stock is None else str(stock),
+            "" if changed is None else changed.isoformat(),
+            _F,
         )
-        results.append(ItemResult(it.item_id, True))
-    return rows, results
+        try:
+            lines.append(",".join(row))
+        except TypeError:
+            # A text field that is not a str (an item built without validation): the csv module
+            # writes str() of it, so send the row there as one that needs quoting.
+            lines.append('"')
+        ids.append(item_id)
+    results = _successes(ids)
+    for index, failure in failed:  # in order, so each lands at its item's position
+        results.insert(index, failure)
+    rows = len(lines)
+    if not rows:
+        return b"", 0, results
+    # A field needs quotes when it holds a quote, a line break or a comma (then the row has too many).
+    # "in" is a memchr; counting commas is the one full pass.
+    bare = "".join(lines)
+    if '"' in bare or "\n" in bare or "\r" in bare or bare.count(",") != rows * _SEPARATORS:
+        text = _csv_quoted(lines, [it for it in items if (it.gtin or it.plu) is not None])
+    else:
+        lines.append("")  # so the join ends the last row too, without copying the text once more
+        text = "\r\n".join(lines)
+    return text.encode("utf-8"), rows, results
+
+
+def _csv_quoted(lines: Sequence[str], items: Sequence[Item]) -> str:
+    """The batch's text, with the rows that need quoting written by the csv module.
+
+    ``lines[i]`` is the unquoted line of ``items[i]``; the other lines are kept as they are.
+    """
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\r\n")
+    for line, it in zip(lines, items, strict=True):
+        if '"' in line or "\n" in line or "\r" in line or line.count(",") != _SEPARATORS:
+            writer.writerow(_csv_row(it))
+        else:
+            buf.write(line + "\r\n")
+    return buf.getvalue()
+
+
+# The fields of a success after its item id, as ItemResult makes them.
+_SUCCESS_TAIL = ItemResult("", True)[1:]
+_new_result = partial(tuple.__new__, ItemResult)
+
+
+def _successes(item_ids: Iterable[str]) -> list[ItemResult]:
+    """``[ItemResult(i, True) for i in item_ids]``, without the named tuple's Python-level ``__new__`` per item."""
+    return list(map(_new_result, zip(item_ids, *map(repeat, _SUCCESS_TAIL), strict=False)))
 
 
 _EMPTY_ROW_BEFORE_DELETED = ("",) * (len(CSV_COLUMNS) - 1)
@@ -413,14 +561,14 @@ class FeedWriter:
     def write(self, items: Sequence[Item]) -> list[ItemResult]:
         """Append upserts for ``items``; one result per item (an item the format cannot carry fails)."""
         if self.format is FeedFormat.CSV:
-            rows, results = _csv_rows(items)
+            data, rows, results = _csv_batch(items)
             if rows:
-                self._append(_csv_text(rows))
-            self.items_written += len(rows)
+                self._append(data)
+            self.items_written += rows
             return results
         self._append(_jsonl_upserts(items))
         self.items_written += len(items)
-        return [ItemResult(it.item_id, True) for it in items]
+        return _successes([it.item_id for it in items])
 
     def delete(self, item_ids: Sequence[str]) -> list[ItemResult]:
         """Append deletions for ``item_ids`` (a ``deleted`` row in csv, a delete op in jsonl)."""

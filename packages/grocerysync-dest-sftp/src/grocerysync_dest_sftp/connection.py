@@ -38,6 +38,13 @@ class _HostKeyClient(asyncssh.SSHClient):
         return self.pinned is not None and key.get_fingerprint("sha256") == self.pinned
 
 
+# AES-GCM first, then asyncssh's own list ("^" prepends to it), so a server without AES-GCM still
+# negotiates one of those. asyncssh's first choice, chacha20-poly1305, derives each packet's key and
+# tag in Python; AES-GCM is one OpenSSL call per packet and cuts the upload's time about in half.
+# Both are sound ciphers.
+_ENCRYPTION_ALGS = "^aes256-gcm@openssh.com,aes128-gcm@openssh.com"
+
+
 def _known_hosts(config: SftpConfig) -> asyncssh.SSHKnownHosts:
     if config.known_hosts is None:
         # An empty (but given) list: nothing is trusted up front, so the pinned check decides.
@@ -156,6 +163,7 @@ async def connect(config: SftpConfig, secrets: SftpSecrets) -> tuple[asyncssh.SS
             connect_timeout=config.connect_timeout,
             login_timeout=config.connect_timeout,
             keepalive_interval=30,
+            encryption_algs=_ENCRYPTION_ALGS,
         )
     except asyncssh.HostKeyNotVerifiable:
         raise SftpError(_host_key_message(config, client.seen)) from None
