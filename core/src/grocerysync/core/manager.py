@@ -15,9 +15,9 @@ import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
+from importlib import metadata
 from typing import Any, Literal, TypeVar
 
-import importlib_metadata
 import pluggy
 
 from grocerysync.core import hookspecs
@@ -90,7 +90,9 @@ class PluginManager:
 
     def load_entry_points(self) -> None:
         """Load every ``grocerysync`` entry point not disabled; record (or, if strict, raise) failures."""
-        for ep in importlib_metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
+        # The standard library's importlib.metadata, which pydantic has loaded already: the backport would add a
+        # second copy and the email header parsers it reads METADATA with, over 1 MB in every agent process.
+        for ep in metadata.entry_points(group=hookspecs.ENTRY_POINT_GROUP):
             dist = ep.dist
             dist_name = dist.name if dist is not None else "?"
             version = dist.version if dist is not None else "?"

@@ -1,6 +1,6 @@
 """The ``csv`` POS connector: registration, ``check`` and ``read``.
 
-File reading is blocking, so it runs in a worker thread one batch at a time; the event loop stays free
+File reading is blocking, so it runs in a thread of its own one batch at a time; the event loop stays free
 for the agent's heartbeats and long-poll while a large export is read.
 """
 
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
 
@@ -29,15 +30,22 @@ async def read(config: CsvConfig, request: ReadRequest) -> AsyncIterator[RawBatc
     Raises :class:`SourceError` for problems with the whole file (missing, unreadable, empty, a mapped
     column absent from the header). Rows that cannot be read are returned as rejections with their row number.
     """
-    reader = await asyncio.to_thread(CsvExportReader.open, config)
+    # One thread of its own for the whole read, rather than asyncio's shared pool: a pool may start a new
+    # thread for each of the quick successive batches, and each thread that allocates gets a memory arena.
+    loop = asyncio.get_running_loop()
+    thread = ThreadPoolExecutor(1, thread_name_prefix="grocerysync-csv")
     try:
-        while True:
-            batch = await asyncio.to_thread(reader.next_batch, request.batch_size)
-            if batch is None:
-                return
-            yield batch
+        reader = await loop.run_in_executor(thread, CsvExportReader.open, config)
+        try:
+            while True:
+                batch = await loop.run_in_executor(thread, reader.next_batch, request.batch_size)
+                if batch is None:
+                    return
+                yield batch
+        finally:
+            reader.close()
     finally:
-        reader.close()
+        thread.shutdown(wait=False)
 
 
 async def check(config: CsvConfig) -> CheckResult:
