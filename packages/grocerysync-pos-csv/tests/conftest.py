@@ -8,6 +8,8 @@ from typing import Any
 import pytest
 from csvpos_helpers import COLUMNS
 from grocerysync_pos_csv import CsvConfig
+from grocerysync_pos_csv.lines import CHUNK_SIZE
+from grocerysync_pos_csv.reader import CsvExportReader
 
 
 @pytest.fixture
@@ -24,3 +26,12 @@ def export(tmp_path: Path):
         return CsvConfig(path=str(path), **config)
 
     return make
+
+
+@pytest.fixture(params=[CHUNK_SIZE, 16, 61], ids=lambda size: f"chunk={size}")
+def chunk_size(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> int:
+    """Read in chunks of this many bytes; small ones put rows, quoted values and line breaks across
+    chunk boundaries, and switch between the csv reader and plain lines many times in one file."""
+    size: int = request.param
+    monkeypatch.setattr(CsvExportReader, "chunk_size", size)
+    return size

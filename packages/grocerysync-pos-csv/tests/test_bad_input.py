@@ -15,6 +15,9 @@ from grocerysync_pos_csv.reader import CsvExportReader
 from grocerysync.core.errors import SourceError
 from grocerysync.core.validation import validate_records
 
+# Every test here also runs with chunks small enough to cut rows and quoted values apart.
+pytestmark = pytest.mark.usefixtures("chunk_size")
+
 BOM = b"\xef\xbb\xbf"
 
 

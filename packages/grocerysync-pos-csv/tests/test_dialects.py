@@ -11,6 +11,9 @@ from grocerysync.core.codes import check_digit
 from grocerysync.core.items import Item, SizeUnit
 from grocerysync.core.validation import validate_records
 
+# Every test here also runs with chunks small enough to cut rows and quoted values apart.
+pytestmark = pytest.mark.usefixtures("chunk_size")
+
 
 def upc(body: str) -> str:
     return body + str(check_digit(body))

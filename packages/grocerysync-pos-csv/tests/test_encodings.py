@@ -5,6 +5,9 @@ from __future__ import annotations
 import pytest
 from csvpos_helpers import HEADER, read_all
 
+# Every test here also runs with chunks small enough to cut rows and quoted values apart.
+pytestmark = pytest.mark.usefixtures("chunk_size")
+
 ROWS = "1,012345678905,Crème brûlée,3.99\r\n2,036000291452,Jalapeño “hot” salsa – 16 oz,2.49\r\n"
 NAMES = ["Crème brûlée", "Jalapeño “hot” salsa – 16 oz"]
 BOM = b"\xef\xbb\xbf"

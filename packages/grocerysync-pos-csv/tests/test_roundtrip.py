@@ -6,10 +6,14 @@ import csv
 import io
 from pathlib import Path
 
+import pytest
 from csvpos_helpers import read_all
 from grocerysync_pos_csv import CsvConfig
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+# Every test here also runs with chunks small enough to cut rows and quoted values apart.
+pytestmark = pytest.mark.usefixtures("chunk_size")
 
 # Text a till could hold: printable characters of cp1252 (so every encoding here can write it), line breaks.
 cell = st.text(

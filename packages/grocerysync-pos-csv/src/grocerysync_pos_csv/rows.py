@@ -17,6 +17,7 @@ from typing import Any
 
 from grocerysync.core.codes import GtinStyle, normalize_gtin
 from grocerysync.core.items import Item
+from grocerysync.core.results import RawRecord
 from grocerysync_pos_csv.config import CsvConfig
 
 Converter = Callable[[str], Any]
@@ -148,6 +149,19 @@ def converter_for(field: str, config: CsvConfig) -> Converter | None:
 
 
 _DIGITS = frozenset("0123456789")
+#: Up to this many empty values are tested with ``!=`` (no hashing of the cell), more with a set.
+_EMPTY_COMPARISONS = 4
+
+#: ``tuple.__new__(RawRecord, (ref, data))`` is a ``RawRecord(ref, data)`` without the Python-level
+#: ``__new__`` that named tuples have, which costs more than the tuple itself.
+_new_tuple = tuple.__new__
+
+#: Called with the row (the line split at the delimiter) and its line number.
+Misfit = Callable[[list[str], int], None]
+#: Called with the row, its line number and what stopped it.
+Reject = Callable[[list[str], int, RowError], None]
+#: See :meth:`RowBuilder.plain_reader`.
+PlainReader = Callable[[Sequence[str], int, list[RawRecord], Misfit, Reject], None]
 
 
 class RowBuilder:
@@ -157,69 +171,162 @@ class RowBuilder:
     ``positions`` maps each column key of the configuration to its 0-based column index.
 
     ``build`` is generated once per file as straight-line code, one statement per mapped column, because
-    a loop over column specs costs several times more per row than the dictionary stores themselves.
-    Only integers are written into the generated source; names and converters are passed in as values.
+    a loop over column specs costs several times more per row than the dictionary stores themselves; so is
+    the loop of :meth:`plain_reader`. Only integers are written into the generated source; names and
+    converters are passed in as values.
     """
 
     def __init__(self, config: CsvConfig, positions: Mapping[str, int]) -> None:
+        self.config = config
+        self.positions = dict(positions)
         self.needed_columns = max(positions.values()) + 1
         self.item_id_index = positions["item_id"]
-        namespace: dict[str, Any] = {
-            "EMPTY": frozenset(config.empty_values),
+        empties = list(dict.fromkeys(config.empty_values))
+        self._namespace: dict[str, Any] = {
+            "EMPTY": frozenset(empties),
             "DIGITS": _DIGITS,
             "BOOL": _bool(config),
-            "BOOL_TABLE": _bool_table(config).get,
+            "BOOL_TABLE": _bool_table(config),
+            "RowError": RowError,
+            "RawRecord": RawRecord,
+            "NEW": _new_tuple,
         }
-        heads = list(dict.fromkeys(key.partition(".")[0] for key in positions if "." in key))
+        self._empties = empties
+        for i, value in enumerate(empties):
+            self._namespace[f"E{i}"] = value
+        body = [*self._body("    ", named=False), "    return data"]
+        build, self.source = self._compile("build(row)", body)
+        self.build: Callable[[Sequence[str]], dict[str, Any]] = build
+
+    def plain_reader(self, width: int, delimiter: str) -> PlainReader:
+        """``read(lines, number, records, misfit, reject)``: the records of lines that hold no quote
+        character, split at ``delimiter``; ``number`` is the line number before the first line.
+
+        A line without ``width`` cells goes to ``misfit`` (a blank line to nobody, as the CSV reader
+        skips it), a row the build rejects to ``reject``. The loop and the build are one generated
+        function, so a line costs no call.
+        """
+        namespace = self._namespace
+        namespace["DELIMITER"] = delimiter
+        used = set(self.positions.values())
+        # Unpacking checks the width and fetches every cell in one step; past a few unused cells per
+        # mapped one, indexing the list costs less.
+        unpack = width <= 3 * len(used) + 8
+        body = [
+            "    append = records.append",
+            "    for line in lines:",
+            "        number += 1",
+        ]
+        if width == 1:
+            body.append("        if not line: continue")  # a blank line, which the CSV reader skips
+        if unpack:
+            cells = ", ".join(f"c{i}" if i in used else "_" for i in range(width))
+            comma = "," if width == 1 else ""
+            body += [
+                "        try:",
+                f"            {cells}{comma} = line.split(DELIMITER)",
+                "        except ValueError:",
+                "            if line: misfit(line.split(DELIMITER), number)",
+                "            continue",
+            ]
+        else:
+            body += [
+                "        row = line.split(DELIMITER)",
+                f"        if len(row) != {int(width)}:",
+                "            if line: misfit(row, number)",
+                "            continue",
+            ]
+        body += [
+            "        try:",
+            *self._body("            ", named=unpack),
+            "        except RowError as exc:",
+            "            reject(line.split(DELIMITER), number, exc)",
+            "            continue",
+            "        if data: append(NEW(RawRecord, (f'row {number}', data)))",
+        ]
+        read: PlainReader = self._compile("read(lines, number, records, misfit, reject)", body)[0]
+        return read
+
+    def _compile(self, signature: str, body: list[str]) -> tuple[Any, str]:
+        """The function ``signature`` with ``body``, and its source. Every name of the namespace is bound
+        as a keyword-only default, because loading a local costs less than loading a global."""
+        namespace = dict(self._namespace)
+        bound = ", ".join(f"{name}={name}" for name in namespace)
+        source = "\n".join([f"def {signature[:-1]}, *, {bound}):", *body])
+        exec(compile(source, f"<csv row builder for {self.config.path}>", "exec"), namespace)  # noqa: S102
+        return namespace[signature.partition("(")[0]], source
+
+    def _body(self, indent: str, *, named: bool) -> list[str]:
+        """Statements that leave the record data in ``data``, taking cell i from the local ``c<i>`` when
+        ``named``, else from ``row[i]``."""
+        config, namespace = self.config, self._namespace
+        heads = list(dict.fromkeys(key.partition(".")[0] for key in self.positions if "." in key))
         top: list[str] = []
         groups: dict[str, list[str]] = {head: [] for head in heads}
-        for n, (key, index) in enumerate(positions.items()):
+        cells: dict[str, list[str]] = {head: [] for head in heads}
+        for n, (key, index) in enumerate(self.positions.items()):
             head, dot, sub = key.partition(".")
             namespace[f"K{n}"] = sub if dot else key
-            if dot:
-                groups[head] += self._statements(n, key, index, config, namespace, f"part_{heads.index(head)}")
+            target = f"part_{heads.index(head)}" if dot else "data"
+            if named:
+                statements = self._statements(n, key, config, target, f"c{int(index)}")
             else:
-                top += self._statements(n, key, index, config, namespace, "data")
-        body = ["def build(row):", "    data = {}", *top]
+                statements = [f"v = row[{int(index)}]", *self._statements(n, key, config, target, "v")]
+            (groups[head] if dot else top).extend(statements)
+            if dot:
+                cells[head].append(f"c{int(index)}")
+        body = ["data = {}", *top]
         for g, (head, lines) in enumerate(groups.items()):
             namespace[f"G{g}"] = head
-            body += [f"    part_{g} = {{}}", *lines, f"    if part_{g}:"]
+            part = [f"part_{g} = {{}}", *lines, f"if part_{g}:"]
             if head == "size":
                 # As text, the size goes through the item model's unit names ("LBS", "fl. oz").
-                body += [
-                    f"        if len(part_{g}) == 2:",
-                    f"            part_{g} = part_{g}['value'] + ' ' + part_{g}['unit']",
+                part += [
+                    f"    if len(part_{g}) == 2:",
+                    f"        part_{g} = part_{g}['value'] + ' ' + part_{g}['unit']",
                 ]
-            body.append(f"        data[G{g}] = part_{g}")
-        body.append("    return data")
-        exec(compile("\n".join(body), f"<csv row builder for {config.path}>", "exec"), namespace)  # noqa: S102
-        self.build: Callable[[Sequence[str]], dict[str, Any]] = namespace["build"]
-        self.source = "\n".join(body)
+            part.append(f"    data[G{g}] = part_{g}")
+            if named and self._empties:
+                # Groups such as sale are mostly empty: one test of their cells saves making a dict.
+                tests = " or ".join(f"({self._not_empty(cell)})" for cell in cells[head])
+                part = [f"if {tests}:", *("    " + line for line in part)]
+            body += part
+        return [indent + line for line in body]
 
-    @staticmethod
-    def _statements(
-        n: int, key: str, index: int, config: CsvConfig, namespace: dict[str, Any], target: str
-    ) -> list[str]:
+    def _not_empty(self, v: str) -> str | None:
+        """The test that ``v`` is not an empty value (None: nothing is empty)."""
+        empties = self._empties
+        if not empties:
+            return None
+        if len(empties) > _EMPTY_COMPARISONS:
+            return f"{v} not in EMPTY"
+        # Comparing with a few strings costs less than hashing the cell; "" goes first, as a truth test.
+        tests = [v if value == "" else f"{v} != E{i}" for i, value in enumerate(empties)]
+        return " and ".join(sorted(tests, key=lambda test: test != v))
+
+    def _statements(self, n: int, key: str, config: CsvConfig, target: str, v: str) -> list[str]:
+        """The statements for column key ``key`` (number ``n``), whose cell is in the local ``v``."""
         store = f"{target}[K{n}]"
-        fetch = f"    v = row[{int(index)}]"
         if key in BOOL_FIELDS:
             # A known flag value is stored as a bool; unknown text goes on for the item model to name.
             return [
-                fetch,
-                "    b = BOOL_TABLE(v)",
-                "    if b is None:",
-                "        b = BOOL(v)",
-                f"    if b is not v or v not in EMPTY: {store} = b",
+                "try:",
+                f"    {store} = BOOL_TABLE[{v}]",
+                "except KeyError:",
+                f"    b = BOOL({v})",
+                f"    if b is not {v} or {v} not in EMPTY: {store} = b",
             ]
         convert = converter_for(key, config)
-        if convert is None:
-            return [fetch, f"    if v not in EMPTY: {store} = v"]
-        namespace[f"C{n}"] = convert
-        if key in MONEY_FIELDS and not config.decimal_comma:
-            # Plain numbers (first and last character digits) need no currency stripping.
-            return [
-                fetch,
-                "    if v not in EMPTY:",
-                f"        {store} = v if v[:1] in DIGITS and v[-1:] in DIGITS else C{n}(v)",
-            ]
-        return [fetch, f"    if v not in EMPTY: {store} = C{n}(v)"]
+        value = v
+        if convert is not None:
+            self._namespace[f"C{n}"] = convert
+            value = f"C{n}({v})"
+            if key in MONEY_FIELDS and not config.decimal_comma:
+                # Plain numbers (first and last character digits) need no currency stripping. An empty
+                # value never gets here when "" is one of the empty values, so indexing is safe.
+                first, last = (f"{v}[0]", f"{v}[-1]") if "" in self._empties else (f"{v}[:1]", f"{v}[-1:]")
+                value = f"{v} if {first} in DIGITS and {last} in DIGITS else C{n}({v})"
+        test = self._not_empty(v)
+        if test is None:
+            return [f"{store} = {value}"]
+        return [f"if {test}:", f"    {store} = {value}"]
