@@ -3,7 +3,8 @@
 - ``export_floor``: the floor the export is compared with, measured in this run on the same file: the
   standard library's csv reader and orjson writing every row as JSON (best of three).
 - ``export_csv_sftp_200k``: a real ``grocerysync-agent export`` process, CSV POS export -> SFTP feed, against a
-  real OpenSSH server on loopback; items/s from the run's own duration, peak RSS of the agent process.
+  real OpenSSH server on loopback; items/s from the run's own duration (the best of three runs, as for the
+  floor), peak RSS of the agent process (the highest of the three).
 - ``export_delta_1pct``: the same job again after 1% of the items changed price: what it sent, and what it
   should have sent.
 - ``log_ingest_pg``: agents shipping log batches to a real hub on PostgreSQL (``tests/bench/log_ingest.py``):
@@ -40,6 +41,7 @@ import log_ingest  # noqa: E402  (tests/bench/log_ingest.py, next to this file)
 import sshd as sshd_helper  # noqa: E402  (the test OpenSSH server of the SFTP plugin)
 
 CHANGE_EVERY = 100  # 1% of the items
+EXPORT_RUNS = 3
 
 
 def bench(result: dict[str, Any]) -> None:
@@ -119,8 +121,14 @@ def main() -> int:
                 }
             )
         )
-        state = work / "state"
-        summary, rss_mb, wall = run_agent(job, state)
+        # Measured as the floor is: the best of three runs (each a first, full export into a fresh delta store).
+        runs = []
+        for attempt in range(EXPORT_RUNS):
+            state = work / f"state-{attempt}"
+            runs.append(run_agent(job, state))
+            for feed in incoming.iterdir():
+                feed.unlink()
+        summary, _, wall = max(runs, key=lambda run: run[0]["items_per_s"])
         bench(
             {
                 "name": "export_csv_sftp_200k",
@@ -129,8 +137,10 @@ def main() -> int:
                 "items_per_s": round(summary["items_per_s"]),
                 "floor_items_per_s": round(floor),
                 "ratio_to_floor": round(summary["items_per_s"] / floor, 3),
-                "peak_rss_mb": round(rss_mb, 1),
+                # The highest of the runs: memory is a limit, not a best case.
+                "peak_rss_mb": round(max(rss for _, rss, _ in runs), 1),
                 "process_wall_s": round(wall, 2),
+                "runs_items_per_s": [round(run[0]["items_per_s"]) for run in runs],
             }
         )
 

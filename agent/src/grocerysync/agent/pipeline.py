@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import logging
 import operator
@@ -235,10 +236,28 @@ class _Run:
                         await self._removals(writer)
                     self._check_cancel()
                     self._report("committing")
-                    summary.commit = await self._call(writer.commit, "commit")
-                if not summary.dry_run:
-                    keep_cursor = last_cursor if plan.connector.supports_incremental else None
-                    state.commit_run(fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh)
+                    # The store's merge runs while the destination commits (an upload, say); it is committed
+                    # only once the destination has, and rolled back when the store closes otherwise.
+                    merge = None
+                    if not summary.dry_run:
+                        keep_cursor = last_cursor if plan.connector.supports_incremental else None
+                        merge = self._in_store(
+                            functools.partial(
+                                state.merge_run, fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh
+                            )
+                        )
+                    try:
+                        summary.commit = await self._call(writer.commit, "commit")
+                    except BaseException:
+                        if merge is not None:
+                            await asyncio.wait([merge])  # the store is this thread's again (to roll back)
+                            if not merge.cancelled():
+                                merge.exception()  # the destination's failure is the one reported
+                        raise
+                    if merge is not None:
+                        await merge
+                if merge is not None:
+                    state.finish_run()
             finally:
                 self.db_thread.shutdown()
                 self.problems.close()

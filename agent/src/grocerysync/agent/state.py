@@ -211,11 +211,17 @@ class StateStore:
     # -- end of run ----------------------------------------------------------------
 
     def commit_run(self, *, fingerprint: str, cursor: str | None, refresh: bool) -> None:
-        """Merge what this run staged into the store, after the destination committed.
+        """Merge what this run staged into the store and commit, after the destination committed.
 
         ``refresh`` (a full run, or a changed fingerprint) first invalidates every stored hash, so items
         the destination did not accept in this run are sent again next time rather than trusted.
         """
+        self.merge_run(fingerprint=fingerprint, cursor=cursor, refresh=refresh)
+        self.finish_run()
+
+    def merge_run(self, *, fingerprint: str, cursor: str | None, refresh: bool) -> None:
+        """The work of :meth:`commit_run` without its final commit, so that it can be done while the
+        destination commits: nothing is stored unless :meth:`finish_run` follows (closing rolls back)."""
         if self.read_only:
             raise StateError("a dry run does not update the delta store")
         db = self._db
@@ -232,13 +238,23 @@ class StateStore:
             )
             meta: list[tuple[str, Any]] = [("fingerprint", fingerprint), ("cursor", cursor)]
             db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", meta)
-            db.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            raise StateError(
-                f"the destination accepted the run but the delta store {self.path} could not be updated: {exc}; "
-                "the next run sends these items again (check free disk space)"
-            ) from None
+            raise self._not_updated(exc) from None
+
+    def finish_run(self) -> None:
+        """Commit what :meth:`merge_run` merged."""
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            raise self._not_updated(exc) from None
+
+    def _not_updated(self, exc: sqlite3.Error) -> StateError:
+        return StateError(
+            f"the destination accepted the run but the delta store {self.path} could not be updated: {exc}; "
+            "the next run sends these items again (check free disk space)"
+        )
 
     def _rollback(self) -> None:
         if self._db.in_transaction:

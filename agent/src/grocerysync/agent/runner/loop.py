@@ -176,7 +176,7 @@ class AgentRunner:
                 f", {len(self.plugins.failures)} failed to load" if self.plugins.failures else "",
             )
             for coro in (self._poll_loop, self._ship_loop, self._flush_loop, self._watch):
-                self._tasks.append(asyncio.create_task(self._guard(coro)))
+                self._tasks.append(asyncio.create_task(self._guard(coro), name=coro.__name__))
             await self._stopping.wait()
             await self._shutdown()
         finally:
@@ -471,8 +471,11 @@ class AgentRunner:
                     current.run_id,
                     self.options.run_stop_timeout,
                 )
+        # Every task is cancelled but the log flusher: cancelling it while it writes to the spool would lose the
+        # records it took (the write goes on in its thread while the spool closes). It ends by itself on stop.
         for task in self._tasks:
-            task.cancel()
+            if task.get_name() != self._flush_loop.__name__:
+                task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.flush_logs()
         if self._revoked is None:
