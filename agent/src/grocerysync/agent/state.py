@@ -107,10 +107,11 @@ class StateStore:
             # only means those items are sent again, which destinations handle (writes are upserts).
             db.execute("PRAGMA synchronous=NORMAL")
         # KiB, for the store and for the run's temporary tables: memory stays flat whatever the catalogue
-        # size (lookups go a batch at a time by primary key, so a small cache costs little speed).
-        db.execute("PRAGMA cache_size=-1024")
+        # size. Lookups and inserts go a batch at a time by primary key, mostly in key order, so 256 KiB is as
+        # fast as 1 MiB on a 200,000-item catalogue and keeps 1.5 MB off the agent's peak.
+        db.execute("PRAGMA cache_size=-256")
         db.execute("PRAGMA temp_store=FILE")
-        db.execute("PRAGMA temp.cache_size=-1024")
+        db.execute("PRAGMA temp.cache_size=-256")
         if not self.read_only or not self.path.exists():
             db.executescript(_SCHEMA)
         # executescript commits any open transaction, so the run tables come before BEGIN.
