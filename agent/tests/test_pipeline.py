@@ -7,6 +7,7 @@ from pathlib import Path
 
 from conftest import ListSource, RecordingDestination, make_job, make_rows
 
+from grocerysync.agent.pipeline import READ_BATCH
 from grocerysync.core import Rejection
 
 
@@ -206,6 +207,16 @@ async def test_duplicate_item_ids_reject_the_later_row_naming_both(export, sourc
     assert "I00001" in reasons["row 27"]
     assert summary.rejected == 2
     assert summary.sent == 48
+
+
+async def test_reads_are_capped_but_the_destination_gets_whole_batches(
+    export, source: ListSource, dest: RecordingDestination
+) -> None:
+    source.rows = make_rows(2500)
+    summary = await export(make_job(options={"batch_size": 1200}))
+    assert summary.sent == 2500
+    assert {r.batch_size for r in source.requests} == {READ_BATCH}
+    assert [len(batch) for batch in dest.writes] == [1200, 1200, 100]
 
 
 async def test_keys_are_stripped_and_may_be_numbers_or_missing(

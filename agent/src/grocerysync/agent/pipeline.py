@@ -42,6 +42,10 @@ from grocerysync.core.validation import validate_records
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: Records asked of the POS connector at a time, at most: the job's batch_size is what the destination is sent
+#: at a time, and items wait in the buffer until there are that many. Reading in smaller batches keeps fewer raw
+#: records in memory at once (a batch being worked on and the next one being read) at no cost in speed.
+READ_BATCH = 500
 ProgressCallback = Callable[[Progress], None]
 Transform = Callable[[list[Item]], list[Item]]
 
@@ -229,7 +233,9 @@ class _Run:
                 async with AsyncExitStack() as stack:
                     writer = await self._open(stack)
                     try:
-                        last_cursor = await self._read_and_send(writer, ReadRequest(self.options.batch_size, cursor))
+                        last_cursor = await self._read_and_send(
+                            writer, ReadRequest(min(self.options.batch_size, READ_BATCH), cursor)
+                        )
                     finally:
                         await self._settle_store()
                     if cursor is None:  # only a full read shows what is gone
@@ -399,7 +405,7 @@ class _Run:
                 await self._process(writer, changed, by_key, hashes)
             self._report("reading")
             self._check_cancel()
-        await self._flush(writer)
+        await self._flush(writer, final=True)
         return last_cursor
 
     async def _process(
@@ -448,10 +454,11 @@ class _Run:
         if len(self.buffer) >= self.options.batch_size:
             await self._flush(writer)
 
-    async def _flush(self, writer: DestinationWriter) -> None:
+    async def _flush(self, writer: DestinationWriter, *, final: bool = False) -> None:
+        """Send the buffer's whole batches (``final``: everything) to the destination."""
         size = self.options.batch_size
         hashes, records = self.buffer_hashes, self.buffer_records
-        while self.buffer:
+        while len(self.buffer) >= size or (final and self.buffer):
             batch, self.buffer = self.buffer[:size], self.buffer[size:]
             ok, failed = await send_with_retry(
                 writer.write,
@@ -471,8 +478,13 @@ class _Run:
             for key, error in failed:
                 record = records.get(key)
                 self.problems.fail(record.ref if record else f"item {key}", key, "write", error)
-        hashes.clear()
-        records.clear()
+        if self.buffer:  # less than a batch waits for the next items: keep only what it needs
+            waiting = [item.item_id for item in self.buffer]
+            self.buffer_hashes = {k: hashes[k] for k in waiting if k in hashes}
+            self.buffer_records = {k: records[k] for k in waiting if k in records}
+        else:
+            hashes.clear()
+            records.clear()
 
     # -- the delta store's thread ----------------------------------------------------------------
 
