@@ -207,7 +207,7 @@ class _Run:
         # changed still writes full batches.
         self.buffer: list[Item] = []
         self.buffer_hashes: dict[str, str] = {}
-        self.buffer_records: dict[str, RawRecord] = {}
+        self.buffer_refs: dict[str, str] = {}
         # While items are read and sent, the delta store is worked on by one thread of its own: SQLite runs
         # without the interpreter lock, so its inserts overlap with hashing, validation and the feed. One
         # thread keeps the store's calls in order; writes nothing waits for are collected in `staging`.
@@ -346,6 +346,7 @@ class _Run:
                 pending = asyncio.ensure_future(next_batch())
                 await asyncio.sleep(0)  # let the read start before this batch's work takes the loop
                 yield batch
+                batch = None  # done with: not kept while the next one is awaited
         finally:
             if not pending.done():
                 pending.cancel()
@@ -360,53 +361,60 @@ class _Run:
                 await close()
 
     async def _read_and_send(self, writer: DestinationWriter, request: ReadRequest) -> str | None:
-        summary, state, problems = self.summary, self.state, self.problems
         last_cursor: str | None = None
         seq = 0
         async for batch in self._batches(request):
             if batch.cursor is not None:
                 last_cursor = batch.cursor
-            if batch.rejected:
-                summary.read += len(batch.rejected)
-                problems.reject(batch.rejected)
-            records = batch.records
-            summary.read += len(records)
-            by_key, unkeyed, duplicates = _keyed(records)
-            first_seq = seq + 1
-            seq += len(by_key)
-            refs = list(zip(by_key, map(_REF, by_key.values()), strict=True))
-            seen = self._in_store(state.mark_seen, first_seq, refs)
-            known_future = None if self.refresh else self._in_store(state.lookup, list(by_key))
-            hashes = record_hashes(by_key)  # while the store works
-            for key, earlier_ref in (await seen).items():
-                duplicates.append(_duplicate(by_key.pop(key), key, earlier_ref))
-                del hashes[key]
-            if duplicates:
-                problems.reject(duplicates)
-            if known_future is not None:
-                known = await known_future
-                changed_by_key: dict[str, RawRecord] = {}
-                unchanged = 0
-                for key, digest in hashes.items():
-                    stored = known.get(key)
-                    if stored == digest:
-                        unchanged += 1
-                    elif stored is not None and stored == FILTERED + digest:
-                        summary.filtered += 1  # known to be filtered out, and still the same
-                    else:
-                        changed_by_key[key] = by_key[key]
-                summary.unchanged += unchanged
-                by_key = changed_by_key
-                hashes = {key: hashes[key] for key in by_key}
-            changed = list(by_key.values())
-            if unkeyed:
-                changed.extend(unkeyed)
-            if changed:
-                await self._process(writer, changed, by_key, hashes)
+            seq = await self._take(writer, batch, seq)
+            del batch  # its raw records are done with: let them go before the next batch is awaited
             self._report("reading")
             self._check_cancel()
         await self._flush(writer, final=True)
         return last_cursor
+
+    async def _take(self, writer: DestinationWriter, batch: RawBatch, seq: int) -> int:
+        """One batch from the connector: key, delta check, then validate and buffer what changed.
+
+        ``seq`` counts the records keyed so far (the store numbers them); returns the new count.
+        """
+        summary, state, problems = self.summary, self.state, self.problems
+        if batch.rejected:
+            summary.read += len(batch.rejected)
+            problems.reject(batch.rejected)
+        summary.read += len(batch.records)
+        by_key, unkeyed, duplicates = _keyed(batch.records)
+        refs = list(zip(by_key, map(_REF, by_key.values()), strict=True))
+        seen = self._in_store(state.mark_seen, seq + 1, refs)
+        known_future = None if self.refresh else self._in_store(state.lookup, list(by_key))
+        seq += len(by_key)
+        hashes = record_hashes(by_key)  # while the store works
+        for key, earlier_ref in (await seen).items():
+            duplicates.append(_duplicate(by_key.pop(key), key, earlier_ref))
+            del hashes[key]
+        if duplicates:
+            problems.reject(duplicates)
+        if known_future is not None:
+            known = await known_future
+            changed_by_key: dict[str, RawRecord] = {}
+            unchanged = 0
+            for key, digest in hashes.items():
+                stored = known.get(key)
+                if stored == digest:
+                    unchanged += 1
+                elif stored is not None and stored == FILTERED + digest:
+                    summary.filtered += 1  # known to be filtered out, and still the same
+                else:
+                    changed_by_key[key] = by_key[key]
+            summary.unchanged += unchanged
+            by_key = changed_by_key
+            hashes = {key: hashes[key] for key in by_key}
+        changed = list(by_key.values())
+        if unkeyed:
+            changed.extend(unkeyed)
+        if changed:
+            await self._process(writer, changed, by_key, hashes)
+        return seq
 
     async def _process(
         self,
@@ -447,9 +455,9 @@ class _Run:
             self._stage(self.state.mark_dropped, keys)
             self._stage(self.state.stage, [(k, FILTERED + hashes[k]) for k in keys], False)
         # What a write's outcome needs, for the items waiting in the buffer: each one's hash (staged when the
-        # destination accepts it) and record (named when it refuses it). Kept only until the buffer is empty.
+        # destination accepts it) and ref (named when it refuses it), not the raw record, which can go now.
         self.buffer_hashes.update(hashes)
-        self.buffer_records.update(by_key)
+        self.buffer_refs.update(zip(by_key, map(_REF, by_key.values()), strict=True))
         self.buffer.extend(kept)
         if len(self.buffer) >= self.options.batch_size:
             await self._flush(writer)
@@ -457,7 +465,7 @@ class _Run:
     async def _flush(self, writer: DestinationWriter, *, final: bool = False) -> None:
         """Send the buffer's whole batches (``final``: everything) to the destination."""
         size = self.options.batch_size
-        hashes, records = self.buffer_hashes, self.buffer_records
+        hashes, refs = self.buffer_hashes, self.buffer_refs
         while len(self.buffer) >= size or (final and self.buffer):
             batch, self.buffer = self.buffer[:size], self.buffer[size:]
             ok, failed = await send_with_retry(
@@ -476,15 +484,14 @@ class _Run:
             else:
                 self._stage(self.state.stage, list(zip(ok, digests, strict=True)), True)
             for key, error in failed:
-                record = records.get(key)
-                self.problems.fail(record.ref if record else f"item {key}", key, "write", error)
+                self.problems.fail(refs.get(key, f"item {key}"), key, "write", error)
         if self.buffer:  # less than a batch waits for the next items: keep only what it needs
             waiting = [item.item_id for item in self.buffer]
             self.buffer_hashes = {k: hashes[k] for k in waiting if k in hashes}
-            self.buffer_records = {k: records[k] for k in waiting if k in records}
+            self.buffer_refs = {k: refs[k] for k in waiting if k in refs}
         else:
             hashes.clear()
-            records.clear()
+            refs.clear()
 
     # -- the delta store's thread ----------------------------------------------------------------
 
