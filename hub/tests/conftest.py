@@ -16,6 +16,7 @@ import pytest
 from pydantic import BaseModel, Field, SecretStr
 from quart.typing import TestAppProtocol
 from quart.typing import TestClientProtocol as Client
+from tortoise import context as tortoise_context
 
 from grocerysync.core.hookspecs import hookimpl
 from grocerysync.core.manager import PluginManager
@@ -28,6 +29,16 @@ from grocerysync.hub.models import Role
 from grocerysync.hub.settings import Settings
 
 PG_ADMIN_DSN = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+@pytest.fixture(autouse=True)
+def _one_failed_shutdown_fails_one_test() -> Iterator[None]:
+    """A test whose app did not shut down in time leaves tortoise's global context set, and every later app's
+    start-up would then fail on it: clear it, so that only the test that failed reports a failure."""
+    yield
+    tortoise_context._global_context = None
+
+
 TEST_KEY = base64.urlsafe_b64encode(b"k" * 32).decode()
 TABLES = [
     "enrollment_token",
