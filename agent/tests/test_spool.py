@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import sqlite3
+import threading
 from pathlib import Path
 
 import pytest
@@ -193,3 +194,35 @@ def test_concurrent_writer_processes_neither_corrupt_nor_lose(path: Path) -> Non
     for w in range(workers):  # each writer's records arrive in the order it wrote them
         mine = [(n, i) for ww, n, i in shipped if ww == w]
         assert mine == sorted(mine)
+
+
+def _held(path: Path) -> sqlite3.Connection:
+    # Another connection in the middle of writing the file in rollback-journal mode: switching to WAL is
+    # refused at once ("database is locked"), whatever the busy timeout.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    other.execute("BEGIN IMMEDIATE")
+    other.execute("CREATE TABLE IF NOT EXISTS other_work (x)")
+    return other
+
+
+def test_a_spool_another_connection_holds_is_waited_for(path: Path) -> None:
+    other = _held(path)
+    release = threading.Timer(0.3, lambda: (other.execute("COMMIT"), other.close()))
+    release.start()
+    try:
+        with Spool(path, busy_timeout=10) as spool:
+            spool.append("log", {"uid": "a", "message": "x"})
+            assert spool.stats().total_records == 1
+    finally:
+        release.join()
+
+
+def test_a_spool_that_stays_locked_says_so(path: Path) -> None:
+    other = _held(path)
+    try:
+        with pytest.raises(SpoolError, match=r"stayed locked by another process for 0\.5 s"):
+            Spool(path, busy_timeout=0.5)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()

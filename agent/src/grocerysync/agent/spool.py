@@ -188,21 +188,45 @@ class Spool:
                 f"cannot open the spool {path}: {exc}; check that the state directory is writable and the disk "
                 "is not full"
             ) from None
-        try:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
-            with self._lock:
-                # One transaction, so a second process opening a new spool waits instead of half-seeing it.
-                self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
-        except sqlite3.DatabaseError as exc:
-            self._db.close()
-            raise SpoolError(
-                f"the spool {path} is unreadable ({exc}); stop the agent, move the file aside and start it "
-                "again (reports still in it cannot be recovered automatically)"
-            ) from None
+        # Switching a new file to WAL needs it to itself, and SQLite answers "locked" at once, without waiting,
+        # while another connection (a diagnostics command, a second process starting) has it open: try again.
+        deadline = time.monotonic() + busy_timeout
+        while True:
+            try:
+                self._prepare()
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) and time.monotonic() < deadline:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                    time.sleep(0.05)
+                    continue
+                self._db.close()
+                if "locked" in str(exc):
+                    raise SpoolError(
+                        f"the spool {path} stayed locked by another process for {busy_timeout:g} s; check that "
+                        "only one agent uses this state directory"
+                    ) from None
+                raise self._unreadable(exc) from None
+            except sqlite3.DatabaseError as exc:
+                self._db.close()
+                raise self._unreadable(exc) from None
         # Log records may hold store details: owner only (chmod only sets read-only on Windows; harmless).
         with contextlib.suppress(OSError):
             path.chmod(0o600)
+
+    def _prepare(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")
+        with self._lock:
+            # One transaction, so a second process opening a new spool waits instead of half-seeing it.
+            self._db.executescript(f"BEGIN IMMEDIATE;{_SCHEMA}COMMIT;")
+
+    def _unreadable(self, exc: sqlite3.Error) -> SpoolError:
+        return SpoolError(
+            f"the spool {self.path} is unreadable ({exc}); stop the agent, move the file aside and start it "
+            "again (reports still in it cannot be recovered automatically)"
+        )
 
     # -- transactions -------------------------------------------------------------
 
