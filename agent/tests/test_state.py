@@ -126,3 +126,17 @@ async def test_a_store_failing_mid_run_fails_the_run_with_a_reason(export, monke
     assert "delta store" in summary.error
     assert "database or disk is full" in summary.error
     assert "next run sends these items again" in summary.error
+
+
+async def test_a_store_failing_on_both_batch_calls_fails_the_run_with_its_message(
+    export, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    await export()  # a delta run then asks the store twice per batch: which keys were seen, what they held
+
+    def broken(self: StateStore, *args: object) -> None:
+        raise StateError("the delta store is broken")
+
+    monkeypatch.setattr(StateStore, "mark_seen", broken)
+    monkeypatch.setattr(StateStore, "lookup", broken)
+    summary = await export()
+    assert (summary.status, summary.error) == ("failed", "the delta store is broken")

@@ -389,13 +389,14 @@ class _Run:
         known_future = None if self.refresh else self._in_store(state.lookup, list(by_key))
         seq += len(by_key)
         hashes = record_hashes(by_key)  # while the store works
-        for key, earlier_ref in (await seen).items():
+        # gather: when one fails, the other's outcome is still collected (no "exception never retrieved").
+        earlier, known = await asyncio.gather(seen, known_future) if known_future else (await seen, None)
+        for key, earlier_ref in earlier.items():
             duplicates.append(_duplicate(by_key.pop(key), key, earlier_ref))
             del hashes[key]
         if duplicates:
             problems.reject(duplicates)
-        if known_future is not None:
-            known = await known_future
+        if known is not None:
             changed_by_key: dict[str, RawRecord] = {}
             unchanged = 0
             for key, digest in hashes.items():
