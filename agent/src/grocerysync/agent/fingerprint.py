@@ -36,11 +36,6 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
-def record_hash(data: Mapping[str, Any]) -> str:
-    """The hash of one raw record (16 hex digits), independent of key order."""
-    return hashlib.blake2b(orjson.dumps(data, default=_default, option=_OPTIONS), digest_size=8).hexdigest()
-
-
 def record_hashes(
     records: Mapping[str, RawRecord],
     *,
@@ -48,7 +43,7 @@ def record_hashes(
     _blake2b: Any = hashlib.blake2b,
     _options: int = _OPTIONS,
 ) -> dict[str, str]:
-    """``{key: record_hash(record.data)}``: the same hashes, without a function call per record."""
+    """``{key: the hash of record.data}``: 16 hex digits each, independent of the data's key order."""
     return {
         key: _blake2b(_dumps(record.data, default=_default, option=_options), digest_size=8).hexdigest()
         for key, record in records.items()
