@@ -63,8 +63,8 @@ def _json(values: Sequence[Any]) -> str:
 class StateStore:
     """One job's delta store for the length of one run.
 
-    It may be used from any thread, one call at a time (the export pipeline hands its per-batch calls to a
-    thread of their own, in order, and waits for them before calling from its own thread again).
+    It may be used from any thread, one call at a time (the export pipeline makes its per-batch calls itself
+    and hands the merge at the end to a thread, while the destination commits).
 
     ``read_only`` (dry runs) opens the store without writing to it; when it does not exist yet an empty
     private database stands in for it.
