@@ -67,6 +67,12 @@ def test_a_records_hash_does_not_depend_on_its_batch() -> None:
     assert record_hashes(records) == {key: record_hash(r.data) for key, r in records.items()}
 
 
+def test_a_connectors_digest_stands_in_for_the_hash_of_the_data() -> None:
+    data = {"item_id": "k1", "price": "1.50"}
+    records = {"k1": RawRecord("row 2", data, "c0ffee"), "k2": RawRecord("row 3", data)}
+    assert record_hashes(records) == {"k1": "c0ffee", "k2": record_hash(data)}
+
+
 def test_keys_and_refs_of_any_text_survive_the_store(tmp_path: Path) -> None:
     # Rows go to SQLite as JSON: quotes, backslashes, non-ASCII and digit-only keys must come back as they went.
     keys = ["0042", 'a"b', "back\\slash", "\u00e9t\u00e9 \U0001f34e", "1e3", " spaced "]

@@ -57,13 +57,13 @@ def read_file(config: CsvConfig) -> tuple[list[RawRecord], list[Rejection]]:
 
 
 def outcome(config: CsvConfig) -> Any:
-    """The records and rejections (key order included), or the whole-file error."""
+    """The records (key order and digest included) and rejections, or the whole-file error."""
     try:
         records, rejected = read_file(config)
     except SourceError as exc:
         return str(exc)
     assert all(type(r) is RawRecord for r in records)
-    return [(r.ref, list(r.data.items())) for r in records], rejected
+    return [(r.ref, list(r.data.items()), r.digest) for r in records], rejected
 
 
 def read_both_ways(config: CsvConfig, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any]:
@@ -221,7 +221,7 @@ def test_blank_lines_and_width(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, 
     config = CsvConfig(path=str(path), columns=columns, empty_values=["NULL"])
     plain, through_csv = read_both_ways(config, monkeypatch)
     assert plain == through_csv
-    assert [ref for ref, _ in plain[0]] == [f"row {n}" for n in (2, 3, 4, 5, 6, 7, 9, 10, 11)]  # not the empty line
+    assert [ref for ref, _, _ in plain[0]] == [f"row {n}" for n in (2, 3, 4, 5, 6, 7, 9, 10, 11)]  # not the empty line
 
 
 def test_a_quote_free_chunk_is_plain() -> None:

@@ -14,10 +14,16 @@ class RawRecord(NamedTuple):
 
     ``ref`` says where it came from in words a technician can find ("row 1812", "PLU table id 55").
     A named tuple rather than a dataclass: one is made per POS row, and tuples are the cheapest to make.
+
+    ``digest`` is optional: text that changes whenever ``data`` would, such as a hash of the row as the POS
+    wrote it together with the connector settings that turn a row into ``data``. The delta check compares it
+    with the last run's instead of serialising and hashing ``data``, which costs several times more. Leave it
+    None unless the connector can promise that: an unchanged digest means the item is not sent again.
     """
 
     ref: str
     data: Mapping[str, Any]
+    digest: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

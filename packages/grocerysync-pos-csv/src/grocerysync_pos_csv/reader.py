@@ -25,7 +25,7 @@ from grocerysync_pos_csv.config import CsvConfig
 from grocerysync_pos_csv.lines import CHUNK_SIZE, Block, LineSource, Plain, block_lines
 from grocerysync_pos_csv.rows import PlainReader, RowBuilder, RowError
 
-#: ``RawRecord(ref, data)`` without the named tuple's Python-level ``__new__`` (see grocerysync_pos_csv.rows).
+#: ``RawRecord(ref, data, digest)`` without the named tuple's Python-level ``__new__`` (see grocerysync_pos_csv.rows).
 _new_tuple = tuple.__new__
 
 #: How much text the delimiter detection looks at.
@@ -163,8 +163,8 @@ class CsvExportReader:
                     f"POS export file {self.path} has {self._width} column(s) in its first row (row {first[1]}), "
                     f"but the mapping uses columns beyond that: {beyond} — fix the column numbers"
                 )
-        self._builder = RowBuilder(config, positions)
-        self._read_plain = self._builder.plain_reader(self._width, self.delimiter)
+        self._builder = RowBuilder(config, positions, self.delimiter)
+        self._read_plain = self._builder.plain_reader(self._width)
 
     def _csv_reader(self, lines: Iterator[str]) -> Any:
         return csv.reader(lines, delimiter=self.delimiter, quotechar=self.config.quotechar, strict=True)
@@ -298,6 +298,7 @@ class CsvExportReader:
         assert self._builder is not None
         wanted = room
         build = self._builder.build
+        digest = self._builder.digest
         width = self._width
         bad_lines = self._lines.bad_lines
         rows = self._rows
@@ -319,7 +320,7 @@ class CsvExportReader:
                             room -= 1
                         else:
                             if data:  # a row of empty cells is a blank line
-                                append(_new_tuple(RawRecord, (f"row {line}", data)))
+                                append(_new_tuple(RawRecord, (f"row {line}", data, digest(row))))
                                 room -= 1
                     elif row:
                         room -= self._handle(row, line, previous + offset, records, rejected)
@@ -358,7 +359,7 @@ class CsvExportReader:
             return 1
         if not data:
             return 0
-        records.append(_new_tuple(RawRecord, (f"row {line}", data)))
+        records.append(_new_tuple(RawRecord, (f"row {line}", data, self._builder.digest(row))))
         return 1
 
     def _pop_bad(self, first: int, last: int) -> list[str]:

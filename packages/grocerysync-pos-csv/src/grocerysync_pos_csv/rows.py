@@ -9,6 +9,8 @@ job, and its errors then name the item field.
 from __future__ import annotations
 
 import functools
+import hashlib
+import json
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -148,12 +150,16 @@ def converter_for(field: str, config: CsvConfig) -> Converter | None:
     return None
 
 
+#: Bump when the same row read with the same settings would give other record data: each record's digest
+#: (see :meth:`RowBuilder.digest`) then changes, and every item is sent again once.
+ROW_FORMAT = 1
+
 _DIGITS = frozenset("0123456789")
 #: Up to this many empty values are tested with ``!=`` (no hashing of the cell), more with a set.
 _EMPTY_COMPARISONS = 4
 
-#: ``tuple.__new__(RawRecord, (ref, data))`` is a ``RawRecord(ref, data)`` without the Python-level
-#: ``__new__`` that named tuples have, which costs more than the tuple itself.
+#: ``tuple.__new__(RawRecord, (ref, data, digest))`` is a ``RawRecord(ref, data, digest)`` without the
+#: Python-level ``__new__`` that named tuples have, which costs more than the tuple itself.
 _new_tuple = tuple.__new__
 
 #: Called with the row (the line split at the delimiter) and its line number.
@@ -168,7 +174,11 @@ class RowBuilder:
     """Builds record data from a row: ``build(row)`` -> dict keyed by item field names (nested for
     size, sale, multi_price and extras). Empty cells are left out. Raises :class:`RowError`.
 
-    ``positions`` maps each column key of the configuration to its 0-based column index.
+    ``positions`` maps each column key of the configuration to its 0-based column index; ``delimiter`` is
+    the one the file is read with (the configured one, or the one detected).
+
+    Each record carries a digest of its row (see :meth:`digest`), which the delta check compares instead of
+    hashing the record's data.
 
     ``build`` is generated once per file as straight-line code, one statement per mapped column, because
     a loop over column specs costs several times more per row than the dictionary stores themselves; so is
@@ -176,9 +186,10 @@ class RowBuilder:
     converters are passed in as values.
     """
 
-    def __init__(self, config: CsvConfig, positions: Mapping[str, int]) -> None:
+    def __init__(self, config: CsvConfig, positions: Mapping[str, int], delimiter: str = ",") -> None:
         self.config = config
         self.positions = dict(positions)
+        self.delimiter = delimiter
         self.needed_columns = max(positions.values()) + 1
         self.item_id_index = positions["item_id"]
         empties = list(dict.fromkeys(config.empty_values))
@@ -190,6 +201,7 @@ class RowBuilder:
             "RowError": RowError,
             "RawRecord": RawRecord,
             "NEW": _new_tuple,
+            "DIGEST": _digest_base(config, self.positions, delimiter),
         }
         self._empties = empties
         for i, value in enumerate(empties):
@@ -198,7 +210,20 @@ class RowBuilder:
         build, self.source = self._compile("build(row)", body)
         self.build: Callable[[Sequence[str]], dict[str, Any]] = build
 
-    def plain_reader(self, width: int, delimiter: str) -> PlainReader:
+    def digest(self, row: Sequence[str]) -> str | None:
+        """The digest of a row's cells: 64 bits of BLAKE2b, keyed by everything that turns cells into record
+        data (the settings but the file's path, the column positions, :data:`ROW_FORMAT`). Equal digests
+        mean equal cells, so equal data. None when a cell holds the delimiter: the cells joined at the
+        delimiter would then not tell such a row from another one."""
+        delimiter = self.delimiter
+        text = delimiter.join(row)
+        if text.count(delimiter) != len(row) - 1:
+            return None
+        digest = self._namespace["DIGEST"].copy()
+        digest.update(text.encode())
+        return str(digest.hexdigest())
+
+    def plain_reader(self, width: int) -> PlainReader:
         """``read(lines, number, records, misfit, reject)``: the records of lines that hold no quote
         character, split at ``delimiter``; ``number`` is the line number before the first line.
 
@@ -207,7 +232,7 @@ class RowBuilder:
         function, so a line costs no call.
         """
         namespace = self._namespace
-        namespace["DELIMITER"] = delimiter
+        namespace["DELIMITER"] = self.delimiter
         used = set(self.positions.values())
         # Unpacking checks the width and fetches every cell in one step; past a few unused cells per
         # mapped one, indexing the list costs less.
@@ -242,7 +267,11 @@ class RowBuilder:
             "        except RowError as exc:",
             "            reject(line.split(DELIMITER), number, exc)",
             "            continue",
-            "        if data: append(NEW(RawRecord, (f'row {number}', data)))",
+            # A line without a quote character is its cells joined at the delimiter: its digest is theirs.
+            "        if data:",
+            "            digest = DIGEST.copy()",
+            "            digest.update(line.encode())",
+            "            append(NEW(RawRecord, (f'row {number}', data, digest.hexdigest())))",
         ]
         read: PlainReader = self._compile("read(lines, number, records, misfit, reject)", body)[0]
         return read
@@ -330,3 +359,16 @@ class RowBuilder:
         if test is None:
             return [f"{store} = {value}"]
         return [f"if {test}:", f"    {store} = {value}"]
+
+
+def _digest_base(config: CsvConfig, positions: Mapping[str, int], delimiter: str) -> Any:
+    """A keyed BLAKE2b to copy for each row's digest, its key covering what turns cells into data."""
+    shape = {
+        "format": ROW_FORMAT,
+        # The path is left out: the same export read from a new place is the same items.
+        "settings": config.model_dump(mode="json", exclude={"path"}),
+        "positions": dict(positions),
+        "delimiter": delimiter,
+    }
+    key = hashlib.blake2b(json.dumps(shape, sort_keys=True).encode(), digest_size=32).digest()
+    return hashlib.blake2b(digest_size=8, key=key)
