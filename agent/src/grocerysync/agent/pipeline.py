@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import gc
 import logging
 import operator
 import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -222,11 +220,6 @@ class _Run:
                 )
             cursor = state.get_meta("cursor") if plan.connector.supports_incremental and not refresh else None
             self.refresh = refresh
-            # The store's per-batch statements run on this thread: each is one statement over a whole batch
-            # (about a millisecond), and a thread of their own cost 1.5 MB of memory for no gain in speed,
-            # since the interpreter lock serialised its work with the rest anyway. Only the merge at the end,
-            # one long statement, runs on a thread, while the destination commits.
-            merge_thread = ThreadPoolExecutor(1, thread_name_prefix="grocerysync-state")
             try:
                 async with AsyncExitStack() as stack:
                     writer = await self._open(stack)
@@ -237,31 +230,17 @@ class _Run:
                         await self._removals(writer)
                     self._check_cancel()
                     self._report("committing")
-                    # The store's merge runs while the destination commits (an upload, say); it is committed
-                    # only once the destination has, and rolled back when the store closes otherwise.
-                    merge = None
                     if not summary.dry_run:
+                        # Merged before the destination commits, so that a store that cannot take it fails the
+                        # run while the destination can still discard what it staged; committed only once the
+                        # destination has (closing the store rolls the merge back otherwise). The merge runs on
+                        # this thread: a thread of its own for it cost more memory than the time it saved.
                         keep_cursor = last_cursor if plan.connector.supports_incremental else None
-                        merge = asyncio.get_running_loop().run_in_executor(
-                            merge_thread,
-                            functools.partial(
-                                state.merge_run, fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh
-                            ),
-                        )
-                    try:
-                        summary.commit = await self._call(writer.commit, "commit")
-                    except BaseException:
-                        if merge is not None:
-                            await asyncio.wait([merge])  # the store is this thread's again (to roll back)
-                            if not merge.cancelled():
-                                merge.exception()  # the destination's failure is the one reported
-                        raise
-                    if merge is not None:
-                        await merge
-                if merge is not None:
+                        state.merge_run(fingerprint=fingerprint, cursor=keep_cursor, refresh=refresh)
+                    summary.commit = await self._call(writer.commit, "commit")
+                if not summary.dry_run:
                     state.finish_run()
             finally:
-                merge_thread.shutdown()
                 self.problems.close()
         if summary.failed and not (summary.sent or summary.removed or summary.unchanged):
             summary.status = "failed"

@@ -63,8 +63,7 @@ def _json(values: Sequence[Any]) -> str:
 class StateStore:
     """One job's delta store for the length of one run.
 
-    It may be used from any thread, one call at a time (the export pipeline makes its per-batch calls itself
-    and hands the merge at the end to a thread, while the destination commits).
+    It may be used from any thread, one call at a time.
 
     ``read_only`` (dry runs) opens the store without writing to it; when it does not exist yet an empty
     private database stands in for it.
@@ -221,7 +220,7 @@ class StateStore:
         self.finish_run()
 
     def merge_run(self, *, fingerprint: str, cursor: str | None, refresh: bool) -> None:
-        """The work of :meth:`commit_run` without its final commit, so that it can be done while the
+        """The work of :meth:`commit_run` without its final commit, so that it can be done before the
         destination commits: nothing is stored unless :meth:`finish_run` follows (closing rolls back)."""
         if self.read_only:
             raise StateError("a dry run does not update the delta store")
