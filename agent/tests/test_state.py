@@ -12,7 +12,7 @@ from conftest import ListSource, RecordingDestination, make_job
 
 from grocerysync.agent.fingerprint import job_fingerprint, record_hashes
 from grocerysync.agent.paths import job_slug
-from grocerysync.agent.state import StateError, StateStore
+from grocerysync.agent.state import ROWS_PER_STATEMENT, StateError, StateStore
 from grocerysync.core.results import RawRecord
 
 
@@ -71,6 +71,21 @@ def test_a_connectors_digest_stands_in_for_the_hash_of_the_data() -> None:
     data = {"item_id": "k1", "price": "1.50"}
     records = {"k1": RawRecord("row 2", data, "c0ffee"), "k2": RawRecord("row 3", data)}
     assert record_hashes(records) == {"k1": "c0ffee", "k2": record_hash(data)}
+
+
+def test_batches_larger_than_one_statement_are_written_whole(tmp_path: Path) -> None:
+    count = 2 * ROWS_PER_STATEMENT + 3
+    keys = [f"k{n}" for n in range(count)]
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert store.mark_seen(1, [(k, f"row {n}") for n, k in enumerate(keys, 2)]) == {}
+        # A key of the first statement's rows, seen again among the last statement's rows.
+        again = [(f"new{n}", "x") for n in range(ROWS_PER_STATEMENT + 1)] + [("k3", f"row {count + 9}")]
+        assert store.mark_seen(count + 1, again) == {"k3": "row 5"}
+        store.stage([(k, f"h{k}") for k in keys], True)
+        store.commit_run(fingerprint="f", cursor=None, refresh=False)
+    with StateStore(tmp_path / "state.sqlite") as store:
+        assert store.count_known() == count
+        assert store.lookup([keys[0], keys[-1], "nope"]) == {keys[0]: f"h{keys[0]}", keys[-1]: f"h{keys[-1]}"}
 
 
 def test_keys_and_refs_of_any_text_survive_the_store(tmp_path: Path) -> None:
