@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
+import threading
 from pathlib import Path
 
 import pytest
 from csvpos_helpers import HEADER, read_batches
 from grocerysync_pos_csv import read
-from grocerysync_pos_csv.lines import CHUNK_SIZE
+from grocerysync_pos_csv.lines import CHUNK_SIZE, ReadAhead
 from grocerysync_pos_csv.reader import CsvExportReader
 
 from grocerysync.core.records import ReadRequest
@@ -82,3 +84,37 @@ async def test_closing_early_closes_the_file(export) -> None:
     reader = CsvExportReader.open(config)
     reader.close()
     assert reader.next_batch(10) is None
+
+
+def test_read_ahead_hands_out_what_it_read_then_reads_itself() -> None:
+    data = bytes(range(256)) * 40  # 10,240 bytes
+    stream = ReadAhead(io.BytesIO(data), chunk_size=1000, chunks=3)
+    stream.fill()
+    source = stream._stream
+    assert source.tell() == 3000  # three chunks read ahead, no more
+    assert stream.read(1000) == data[:1000]
+    assert source.tell() == 3000  # handed out from what was read ahead
+    assert stream.read(1000) + stream.read(1000) == data[1000:3000]
+    assert stream.read(500) == data[3000:3500]  # nothing ahead: read from the file, as asked
+    stream.fill()
+    rest = b"".join(iter(lambda: stream.read(1000), b""))
+    assert rest == data[3500:]
+    stream.fill()  # at the end: nothing more to read
+    assert stream.read(1000) == b""
+
+
+async def test_the_file_is_read_on_the_connectors_thread_and_parsed_on_the_callers(export, monkeypatch) -> None:
+    threads: dict[str, set[str]] = {"read_ahead": set(), "next_batch": set()}
+    for name in threads:
+        method = getattr(CsvExportReader, name)
+
+        def spy(self: CsvExportReader, *args: object, _name: str = name, _method=method) -> object:
+            threads[_name].add(threading.current_thread().name)
+            return _method(self, *args)
+
+        monkeypatch.setattr(CsvExportReader, name, spy)
+    batches = await read_batches(export(HEADER + rows(0, 300)), 100)
+    assert sum(len(b.records) for b in batches) == 300
+    assert threads["next_batch"] == {threading.current_thread().name}
+    assert len(threads["read_ahead"]) == 1
+    assert threads["read_ahead"].pop().startswith("grocerysync-csv")

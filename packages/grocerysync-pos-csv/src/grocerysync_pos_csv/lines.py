@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import csv
 import re
+from collections import deque
 from collections.abc import Iterator
 from itertools import chain
-from typing import BinaryIO, NamedTuple
+from typing import BinaryIO, NamedTuple, Protocol
 
 #: Bytes read from the file at a time. A chunk is decoded into one string of about its size; at 64 KiB
 #: those strings reuse the same memory chunk after chunk, where 256 KiB ones left the resident memory of
@@ -31,6 +32,46 @@ TEXT_ONLY_BREAKS = ("\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\
 #: come at most about once per this many bytes; past that, the whole chunk goes to the CSV reader.
 QUOTED_LINE_BYTES = 2048
 _LINE_BREAK = re.compile("\r\n|\r|\n")
+
+
+class Readable(Protocol):
+    """What :class:`LineSource` reads from: a binary file, or a :class:`ReadAhead` over one."""
+
+    def read(self, size: int, /) -> bytes: ...
+
+
+class ReadAhead:
+    """A binary file read ahead a few chunks at a time by :meth:`fill`, which blocks (call it where that is
+    fine, such as a worker thread), and handed out by :meth:`read`, which reads the file itself only when
+    nothing was read ahead. The two must not be called at the same time."""
+
+    def __init__(self, stream: BinaryIO, chunk_size: int = CHUNK_SIZE, chunks: int = 2) -> None:
+        self._stream = stream
+        self._chunk_size = chunk_size
+        self._chunks = chunks
+        self._ahead: deque[bytes] = deque()
+        self._eof = False
+
+    def fill(self) -> None:
+        """Read until ``chunks`` chunks wait (or the file ends)."""
+        while len(self._ahead) < self._chunks and not self._eof:
+            data = self._stream.read(self._chunk_size)
+            if data:
+                self._ahead.append(data)
+            else:
+                self._eof = True
+
+    def read(self, size: int, /) -> bytes:
+        """The next chunk read ahead; else up to ``size`` bytes from the file."""
+        if self._ahead:
+            return self._ahead.popleft()
+        if self._eof:
+            return b""
+        return self._stream.read(size)
+
+    def close(self) -> None:
+        self._ahead.clear()
+        self._stream.close()
 
 
 class Plain(NamedTuple):
@@ -71,7 +112,7 @@ class LineSource:
     """
 
     def __init__(
-        self, stream: BinaryIO, encoding: str, *, chunk_size: int = CHUNK_SIZE, quotechar: str | None = None
+        self, stream: Readable, encoding: str, *, chunk_size: int = CHUNK_SIZE, quotechar: str | None = None
     ) -> None:
         self._stream = stream
         self._chunk_size = chunk_size

@@ -22,7 +22,7 @@ from typing import Any, BinaryIO, ClassVar
 from grocerysync.core.errors import SourceError
 from grocerysync.core.results import RawBatch, RawRecord, Rejection
 from grocerysync_pos_csv.config import CsvConfig
-from grocerysync_pos_csv.lines import CHUNK_SIZE, Block, LineSource, Plain, block_lines
+from grocerysync_pos_csv.lines import CHUNK_SIZE, Block, LineSource, Plain, ReadAhead, block_lines
 from grocerysync_pos_csv.rows import PlainReader, RowBuilder, RowError
 
 #: ``RawRecord(ref, data, digest)`` without the named tuple's Python-level ``__new__`` (see grocerysync_pos_csv.rows).
@@ -74,7 +74,7 @@ class CsvExportReader:
     def __init__(self, config: CsvConfig) -> None:
         self.config = config
         self.path = Path(config.path)
-        self._stream: BinaryIO | None = None
+        self._stream: ReadAhead | None = None
         self._lines: LineSource | None = None
         self._blocks: Iterator[Block] = iter(())
         self._rows: Any = None  # the csv.reader of the lines being read, if they go through one
@@ -115,7 +115,7 @@ class CsvExportReader:
 
     def _open(self) -> None:
         config = self.config
-        self._stream = open_export(self.path)
+        self._stream = ReadAhead(open_export(self.path), self.chunk_size)
         self._lines = LineSource(self._stream, config.encoding, chunk_size=self.chunk_size, quotechar=config.quotechar)
         self._blocks = self._lines.blocks()
         lines = self._csv_lines(next(self._blocks, None))
@@ -235,6 +235,13 @@ class CsvExportReader:
                 "delimiter/skip_rows settings"
             )
         return positions
+
+    def read_ahead(self) -> None:
+        """Read the next chunks of the file (this may block), so that :meth:`next_batch` finds them: the
+        plugin calls it on a thread of its own, then parses on the event loop."""
+        with self._lock:
+            if self._stream is not None and not self._done:
+                self._stream.fill()
 
     def next_batch(self, size: int) -> RawBatch | None:
         """Up to ``size`` records (and the rejections met on the way), or None at the end of the file."""
@@ -412,7 +419,7 @@ class CsvExportReader:
         return Rejection(f"row {first}", reason, "read")
 
     def close(self) -> None:
-        """Close the file (waiting for a batch being read in another thread to finish)."""
+        """Close the file (waiting for a batch or a read-ahead in another thread to finish)."""
         with self._lock:
             self._done = True
             if self._stream is not None:
