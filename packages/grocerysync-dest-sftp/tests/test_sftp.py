@@ -334,10 +334,10 @@ async def test_a_server_without_aes_gcm_still_gets_the_feed(cipher, remote_dir, 
 @pytest.mark.parametrize(
     ("limits", "sizes"),
     [
-        (SimpleNamespace(max_write_len=261120), (261120, 2)),  # OpenSSH's limits@openssh.com
-        (SimpleNamespace(max_write_len=4 * 1024 * 1024), (256 * 1024, 2)),
-        (SimpleNamespace(max_write_len=16 * 1024), (64 * 1024, 8)),  # what asyncssh says when the server does not
-        (None, (64 * 1024, 8)),  # an asyncssh without limits
+        (SimpleNamespace(max_write_len=261120), (128 * 1024, 2)),  # OpenSSH's limits@openssh.com
+        (SimpleNamespace(max_write_len=100 * 1024), (100 * 1024, 2)),
+        (SimpleNamespace(max_write_len=16 * 1024), (64 * 1024, 4)),  # what asyncssh says when the server does not
+        (None, (64 * 1024, 4)),  # an asyncssh without limits
     ],
 )
 def test_upload_block_size_follows_the_server_within_bounds(limits, sizes):
