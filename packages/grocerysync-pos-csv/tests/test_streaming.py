@@ -89,18 +89,24 @@ async def test_closing_early_closes_the_file(export) -> None:
 def test_read_ahead_hands_out_what_it_read_then_reads_itself() -> None:
     data = bytes(range(256)) * 40  # 10,240 bytes
     stream = ReadAhead(io.BytesIO(data), chunk_size=1000, chunks=3)
+    assert stream.low
     stream.fill()
     source = stream._stream
     assert source.tell() == 3000  # three chunks read ahead, no more
+    assert not stream.low
     assert stream.read(1000) == data[:1000]
     assert source.tell() == 3000  # handed out from what was read ahead
-    assert stream.read(1000) + stream.read(1000) == data[1000:3000]
+    assert not stream.low  # two of three left
+    assert stream.read(1000) == data[1000:2000]
+    assert stream.low  # one of three left: time to read ahead again
+    assert stream.read(1000) == data[2000:3000]
     assert stream.read(500) == data[3000:3500]  # nothing ahead: read from the file, as asked
     stream.fill()
     rest = b"".join(iter(lambda: stream.read(1000), b""))
     assert rest == data[3500:]
     stream.fill()  # at the end: nothing more to read
     assert stream.read(1000) == b""
+    assert not stream.low
 
 
 async def test_the_file_is_read_on_the_connectors_thread_and_parsed_on_the_callers(export, monkeypatch) -> None:

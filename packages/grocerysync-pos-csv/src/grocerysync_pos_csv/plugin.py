@@ -39,7 +39,8 @@ async def read(config: CsvConfig, request: ReadRequest) -> AsyncIterator[RawBatc
         reader = await loop.run_in_executor(thread, CsvExportReader.open, config)
         try:
             while True:
-                await loop.run_in_executor(thread, reader.read_ahead)
+                if reader.wants_read_ahead:  # a round trip to the thread costs more than parsing a few rows
+                    await loop.run_in_executor(thread, reader.read_ahead)
                 batch = reader.next_batch(request.batch_size)
                 if batch is None:
                     return

@@ -236,6 +236,12 @@ class CsvExportReader:
             )
         return positions
 
+    @property
+    def wants_read_ahead(self) -> bool:
+        """Whether :meth:`read_ahead` has work to do: fewer than half of its chunks are left."""
+        stream = self._stream
+        return stream is not None and stream.low
+
     def read_ahead(self) -> None:
         """Read the next chunks of the file (this may block), so that :meth:`next_batch` finds them: the
         plugin calls it on a thread of its own, then parses on the event loop."""
