@@ -82,6 +82,8 @@ def test_batches_larger_than_one_statement_are_written_whole(tmp_path: Path) -> 
         again = [(f"new{n}", "x") for n in range(ROWS_PER_STATEMENT + 1)] + [("k3", f"row {count + 9}")]
         assert store.mark_seen(count + 1, again) == {"k3": "row 5"}
         store.stage([(k, f"h{k}") for k in keys], True)
+        store.stage([], True)  # a batch the destination refused whole
+        assert store.mark_seen(count + 3 + ROWS_PER_STATEMENT, []) == {}
         store.commit_run(fingerprint="f", cursor=None, refresh=False)
     with StateStore(tmp_path / "state.sqlite") as store:
         assert store.count_known() == count

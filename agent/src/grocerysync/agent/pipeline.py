@@ -517,6 +517,8 @@ _item_key: Callable[[Item], str] = operator.attrgetter("item_id")
 
 
 _REF = operator.attrgetter("ref")
+_DATA = operator.attrgetter("data")
+_ITEM_ID = operator.methodcaller("get", "item_id")
 
 
 def _keyed(records: list[RawRecord]) -> tuple[dict[str, RawRecord], list[RawRecord], list[Rejection]]:
@@ -525,7 +527,7 @@ def _keyed(records: list[RawRecord]) -> tuple[dict[str, RawRecord], list[RawReco
     The later of two records with one key is a duplicate, its rejection naming both. The common case (text
     keys, all present and distinct) is worked out by builtins over the whole batch.
     """
-    ids = [record.data.get("item_id") for record in records]
+    ids = list(map(_ITEM_ID, map(_DATA, records)))
     if set(map(type, ids)) == {str}:
         keys = list(map(str.strip, cast(list[str], ids)))
         by_key = dict(zip(keys, records, strict=True))

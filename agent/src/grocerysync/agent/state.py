@@ -77,7 +77,8 @@ def _chunks(values: list[Any], width: int) -> Iterator[tuple[int, list[Any]]]:
     """``values`` (``width`` per row) in pieces of at most :data:`ROWS_PER_STATEMENT` rows: (rows, values)."""
     step = ROWS_PER_STATEMENT * width
     if len(values) <= step:
-        yield len(values) // width, values
+        if values:
+            yield len(values) // width, values
         return
     for start in range(0, len(values), step):
         piece = values[start : start + step]

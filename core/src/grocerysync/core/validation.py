@@ -8,6 +8,7 @@ and never takes good rows down with it.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from operator import attrgetter
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -16,6 +17,7 @@ from grocerysync.core.items import Item
 from grocerysync.core.results import RawRecord, Rejection
 
 _ITEMS = TypeAdapter(list[Item])
+_DATA = attrgetter("data")
 
 
 def describe_errors(errors: Sequence[Any]) -> str:
@@ -40,7 +42,7 @@ def validate_records(records: Sequence[RawRecord]) -> tuple[list[Item], list[Rej
     """Validate a batch; return the good items (in order) and one rejection per bad record."""
     if not records:
         return [], []
-    data = [r.data for r in records]
+    data = list(map(_DATA, records))
     try:
         return _ITEMS.validate_python(data), []
     except ValidationError as exc:
