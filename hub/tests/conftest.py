@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import shutil
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -146,6 +147,15 @@ async def _truncate(url: str) -> None:
         await conn.close()
 
 
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data directory whose SQLite database was migrated once for the session: each test gets a copy, since
+    migrating takes seconds and most tests need an empty database."""
+    directory = tmp_path_factory.mktemp("sqlite-template")
+    _run(migrate(Settings(data_dir=directory, secret_key=TEST_KEY)))
+    return directory
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def backend(request: pytest.FixtureRequest) -> str:
     return str(request.param)
@@ -155,9 +165,8 @@ def backend(request: pytest.FixtureRequest) -> str:
 async def settings(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> Settings:
     """Settings for an empty, migrated database of the test's backend."""
     if backend == "sqlite":
-        result = Settings(data_dir=tmp_path, secret_key=TEST_KEY)
-        await migrate(result)
-        return result
+        shutil.copytree(request.getfixturevalue("sqlite_template"), tmp_path, dirs_exist_ok=True)
+        return Settings(data_dir=tmp_path, secret_key=TEST_KEY)
     url: str = request.getfixturevalue("pg_database")
     await _truncate(url)
     return Settings(data_dir=tmp_path, database_url=url, secret_key=TEST_KEY)

@@ -103,16 +103,19 @@ class PgBridge:
         self.listening = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._pid: int | None = None
+        self._stopping = False
 
     def start(self) -> None:
         """Connect and listen in a background task (reconnecting until :meth:`stop`)."""
         if self._task is None:
+            self._stopping = False
             self._task = asyncio.create_task(self._run(), name="grocerysync wake-ups (LISTEN)")
 
     async def stop(self) -> None:
         """Close the connection and stop reconnecting."""
         task, self._task = self._task, None
         if task is not None:
+            self._stopping = True
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
@@ -169,7 +172,12 @@ class PgBridge:
                 down_since_logged = True
             finally:
                 self.listening.clear()
-                await _close(conn)
+                if self._stopping:
+                    # Shutting down: no polite goodbye. Waiting for one (up to 5 s, longer than a query the
+                    # cancellation interrupted takes to wind down) held the hub's shutdown past its timeout.
+                    conn.terminate()
+                else:
+                    await _close(conn)
             await asyncio.sleep(delay)
             delay = min(delay * 2, RECONNECT_MAX)
 
