@@ -13,9 +13,9 @@ import pytest
 from conftest import demo_plugins
 from quart.typing import TestAppProtocol as RunningApp
 from tortoise import Tortoise
-from tortoise.transactions import in_transaction
 
 from grocerysync.hub.app import create_app
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain import scheduler
 from grocerysync.hub.domain.leases import ExpiryReport, LeaseSweeper, expire_leases, startup_grace
 from grocerysync.hub.domain.scheduler import run_due_jobs
@@ -118,7 +118,7 @@ async def test_a_tick_that_read_a_job_before_another_fired_it_does_nothing(runni
     job = await _job()
     stale = await _reload(job)
     assert len((await run_due_jobs(NOW)).runs) == 1
-    async with in_transaction(scheduler.connection_name()) as tx:
+    async with transaction(scheduler.connection_name()) as tx:
         assert await scheduler._fire(stale, "America/Chicago", NOW, tx) == scheduler.TickReport()
     assert len(await _runs(job)) == 1
 

@@ -30,12 +30,11 @@ from tortoise import Tortoise, fields
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import IntegrityError, OperationalError
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
 from grocerysync.core.errors import GrocerySyncError
 from grocerysync.hub import __version__
 from grocerysync.hub.crypto import blob_key_id
-from grocerysync.hub.db import APP
+from grocerysync.hub.db import APP, transaction
 from grocerysync.hub.rotation import BLOB_FIELD
 
 FORMAT = "grocerysync-hub-backup"
@@ -240,7 +239,7 @@ async def restore_backup(source: IO[str], *, force: bool = False) -> RestoreRepo
             "the database already holds data; restore into an empty database, or pass --force to replace everything"
         )
     report = RestoreReport(key_ids=list(header.get("key_ids") or []))
-    async with in_transaction(conn.connection_name) as tx:
+    async with transaction(conn.connection_name) as tx:
         for model in reversed(models):
             # execute_query, not execute_script: on SQLite a script commits the transaction first.
             await tx.execute_query(f'DELETE FROM "{model._meta.db_table}"')  # noqa: S608 (names from the models)

@@ -13,11 +13,17 @@ To change a model: edit :mod:`grocerysync.hub.models`, then from ``hub/src`` run
 
 from __future__ import annotations
 
+import asyncio
+from types import TracebackType
 from typing import Any
 
 from tortoise import Tortoise
+from tortoise.backends.base.client import TransactionalDBClient, TransactionContext, TransactionContextPooled
 from tortoise.backends.base.config_generator import expand_db_url
+from tortoise.backends.sqlite.client import SqliteTransactionContext
+from tortoise.connection import get_connections
 from tortoise.context import TortoiseContext
+from tortoise.transactions import in_transaction
 
 from grocerysync.hub.settings import Settings
 
@@ -78,6 +84,55 @@ async def connect(settings: Settings) -> TortoiseContext:
 async def disconnect(context: TortoiseContext) -> None:
     """Close what :func:`connect` opened."""
     await context.close_connections()
+
+
+class transaction:
+    """``async with transaction(connection_name) as tx:`` one transaction; the hub's only way to open one.
+
+    tortoise's ``in_transaction``, minus its leak: a task cancelled while tortoise opens the transaction (a
+    request whose client went away, a timer stopped at shutdown) left the pooled PostgreSQL connection taken
+    forever, or on SQLite the lock every later transaction waits for held forever. Cancelled there, this gives
+    both back before the cancellation goes on. Every tortoise query in the block (same task) runs in the
+    transaction; leaving the block commits it, or rolls it back on an exception.
+    """
+
+    __slots__ = ("_context",)
+
+    def __init__(self, connection_name: str | None = None) -> None:
+        self._context: TransactionContext = in_transaction(connection_name)
+
+    async def __aenter__(self) -> TransactionalDBClient:
+        try:
+            return await self._context.__aenter__()
+        except BaseException:
+            await _undo_opening(self._context)
+            raise
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self._context.__aexit__(exc_type, exc, tb)
+
+
+async def _undo_opening(context: TransactionContext) -> None:
+    """Give back what a transaction that failed to open had taken (see :class:`transaction`)."""
+    # tortoise's contexts record their progress in these attributes; hub/tests/test_db_transaction.py fails if a
+    # tortoise release changes them.
+    token = getattr(context, "token", None)  # set once the connection was taken
+    if isinstance(context, TransactionContextPooled):
+        connection = context.client._connection
+        pool = context.client._parent._pool
+        if connection is not None and pool is not None:
+            # asyncpg waits out a query cancelled half-way and rolls back an open transaction on release.
+            await asyncio.shield(pool.release(connection))
+    elif isinstance(context, SqliteTransactionContext) and token is not None:
+        try:
+            # BEGIN may have run in aiosqlite's thread although its caller was cancelled.
+            await asyncio.shield(context.connection._connection.rollback())
+        finally:
+            context._trxlock.release()
+    if token is not None:
+        get_connections().reset(token)
 
 
 async def migrate(settings: Settings) -> None:

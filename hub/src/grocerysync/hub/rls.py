@@ -27,9 +27,9 @@ from contextlib import asynccontextmanager
 
 from tortoise import Tortoise
 from tortoise.backends.base.client import BaseDBAsyncClient
-from tortoise.transactions import in_transaction
 
 from grocerysync.core.errors import ConfigError
+from grocerysync.hub.db import transaction
 from grocerysync.hub.models import TENANT_MODELS, Retailer
 from grocerysync.hub.scope import Principal
 
@@ -97,7 +97,7 @@ async def apply_policies(conn: BaseDBAsyncClient, app_role: str | None) -> None:
             # The migration history is the owner's business.
             f"REVOKE INSERT, UPDATE, DELETE ON tortoise_migrations FROM {role}",
         ]
-    async with in_transaction(conn.connection_name) as tx:
+    async with transaction(conn.connection_name) as tx:
         for sql in statements:
             await tx.execute_script(sql)
 
@@ -157,7 +157,7 @@ async def tenant_transaction(principal: Principal, connection_name: str) -> Asyn
     ids = principal.retailer_ids
     everything = "on" if ids is None else "off"
     listed = ",".join(str(i) for i in sorted(ids or ()))
-    async with in_transaction(connection_name) as tx:
+    async with transaction(connection_name) as tx:
         await tx.execute_query(
             "SELECT set_config($1, $2, true), set_config($3, $4, true)", [SETTING_ALL, everything, SETTING_IDS, listed]
         )

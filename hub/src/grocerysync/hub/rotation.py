@@ -16,10 +16,9 @@ from typing import Any
 
 from tortoise import Tortoise
 from tortoise.models import Model
-from tortoise.transactions import in_transaction
 
 from grocerysync.hub.crypto import SecretBox, SecretsError, blob_key_id
-from grocerysync.hub.db import APP
+from grocerysync.hub.db import APP, transaction
 
 BLOB_FIELD = "secrets_blob"
 
@@ -68,7 +67,7 @@ async def rotate_secrets(box: SecretBox, *, batch_size: int = 100, dry_run: bool
 async def _rotate_batch(
     model: type[Model], box: SecretBox, rows: list[dict[str, Any]], report: RotationReport, dry_run: bool
 ) -> None:
-    async with in_transaction(model._meta.default_connection):
+    async with transaction(model._meta.default_connection):
         for row in rows:
             blob: str = row[BLOB_FIELD]
             if not box.needs_rotation(blob):

@@ -15,8 +15,8 @@ from typing import Any
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain.common import audit, paginate, snapshot
 from grocerysync.hub.errors import Conflict, Invalid, Unauthorized
 from grocerysync.hub.models import Agent as Agent  # re-exported: the agent channel's blueprints name the type
@@ -210,7 +210,7 @@ async def redeem_enrollment_token(
     now = _now()
     _refuse_spent(row, now)
     credential, prefix, digest = _new_secret(CREDENTIAL_PREFIX)
-    async with in_transaction(EnrollmentToken._meta.default_connection):
+    async with transaction(EnrollmentToken._meta.default_connection):
         claimed = (
             await system.query(EnrollmentToken)
             .filter(id=row.id, used_at__isnull=True, expires_at__gt=now)

@@ -15,9 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from tortoise.transactions import in_transaction
-
 from grocerysync.core.wire import CommandResult, Receipt
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain.common import audit, paginate, snapshot
 from grocerysync.hub.domain.dispatch import ACTIVE, SYS, hub_log
 from grocerysync.hub.errors import Conflict, NotFound
@@ -117,7 +116,7 @@ async def cancel_run(scope: Scope, run_id: int) -> Cancelled:
             f"run {run.id} is already {run.status}; only queued, dispatched or running runs can be cancelled"
         )
     if run.cancel_requested_at is None and run.agent_id is not None:
-        async with in_transaction(Run._meta.default_connection):
+        async with transaction(Run._meta.default_connection):
             asked = await (
                 scope.query(Run)
                 .filter(id=run.id, status__in=list(ACTIVE), cancel_requested_at__isnull=True)

@@ -31,10 +31,10 @@ from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.expressions import Q
 from tortoise.models import Model
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
 from grocerysync.core.wire import AgentConfig, Command, Heartbeat, PollAnswer, RunAssignment
 from grocerysync.hub.crypto import SecretBox, SecretsError
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain.common import store_log
 from grocerysync.hub.domain.heartbeats import HeartbeatBuffer
 from grocerysync.hub.domain.jobs import job_spec
@@ -196,7 +196,7 @@ async def _claim(candidates: QuerySet[M], limit: int, take: Callable[[M], Awaita
         pending = candidates.exclude(id__in=list(tried)) if tried else candidates
         if not await pending.exists():
             break
-        async with in_transaction(candidates.model._meta.default_connection) as tx:
+        async with transaction(candidates.model._meta.default_connection) as tx:
             # PostgreSQL: lock the rows, skipping those another transaction holds. SQLite ignores this (one
             # writer at a time); there the conditional update alone decides. ``using_db(tx)``: a queryset made
             # before the transaction is bound to the pool, and would lock nothing while holding a second

@@ -30,10 +30,10 @@ from uuid import UUID
 
 import orjson
 from pydantic import ValidationError
-from tortoise.transactions import in_transaction
 
 from grocerysync.core.config import field_errors
 from grocerysync.core.wire import MAX_BATCH, LogBatch, LogRecord, Receipt
+from grocerysync.hub.db import transaction
 from grocerysync.hub.errors import Invalid
 from grocerysync.hub.models import Agent, LogEntry, Run
 from grocerysync.hub.schemas_jobs import LEVELS
@@ -195,7 +195,7 @@ def _run_ids(batch: ShippedBatch) -> list[int]:
 async def _store_postgres(agent: Agent, batch: ShippedBatch, now: datetime, connection_name: str) -> int:
     ids = (agent.retailer_id, agent.store_id, agent.id)
     latest = now + FUTURE_TOLERANCE
-    async with in_transaction(connection_name) as tx, tx.acquire_connection() as conn:
+    async with transaction(connection_name) as tx, tx.acquire_connection() as conn:
         wanted = _run_ids(batch)
         own = {r["id"] for r in await conn.fetch(_PG_OWN_RUNS, wanted, *ids[:2])} if wanted else set()
         # The hot loop of the route: a record that needs nothing changed (nearly all) is copied as it came; its
@@ -225,7 +225,7 @@ async def _store_postgres(agent: Agent, batch: ShippedBatch, now: datetime, conn
 
 async def _store_orm(agent: Agent, batch: ShippedBatch, now: datetime, connection_name: str) -> int:
     scope = Scope(SYSTEM)
-    async with in_transaction(connection_name):
+    async with transaction(connection_name):
         wanted = _run_ids(batch)
         own: set[int] = set()
         if wanted:

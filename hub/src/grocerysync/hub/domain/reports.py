@@ -17,9 +17,9 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
 from grocerysync.core.wire import LeaseAnswer, Receipt, RejectionBatch, RunAck, RunCounts, RunProgress, RunResult
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain.dispatch import ACTIVE, SYS, agent_run, hub_log
 from grocerysync.hub.domain.leases import queue_retry
 from grocerysync.hub.domain.scheduler import connection_name
@@ -208,7 +208,7 @@ async def record_result(agent: Agent, run_id: int, result: RunResult) -> Receipt
 async def _retry_failed(run: Run, result: RunResult, now: datetime) -> None:
     """A run the agent reports failed (its POS file missing, its platform down) is retried by the job's policy,
     as one whose agent stopped reporting is; a queued retry is named in its error."""
-    async with in_transaction(connection_name()) as tx:
+    async with transaction(connection_name()) as tx:
         retry, note = await queue_retry(run, now, tx)
         if retry is not None:
             error = f"{result.error}; {note}" if result.error else note

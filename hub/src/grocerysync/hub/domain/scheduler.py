@@ -29,8 +29,8 @@ from zoneinfo import ZoneInfo
 from tortoise.backends.base.client import BaseDBAsyncClient
 from tortoise.exceptions import BaseORMException
 from tortoise.queryset import QuerySet
-from tortoise.transactions import in_transaction
 
+from grocerysync.hub.db import transaction
 from grocerysync.hub.domain.common import store_log
 from grocerysync.hub.domain.jobs import next_run
 from grocerysync.hub.domain.wake import WAKEUPS, Wakeups
@@ -104,7 +104,7 @@ async def isolated(what: str, work: Callable[[BaseDBAsyncClient], Awaitable[R]])
     One row the hub cannot handle must not stop the schedules (or lease expiry) of every other tenant.
     """
     try:
-        async with in_transaction(connection_name()) as tx:
+        async with transaction(connection_name()) as tx:
             return await work(tx)
     except asyncio.CancelledError:
         raise
@@ -140,7 +140,7 @@ async def work_through(
     """
     while True:
         if on_postgres():
-            async with in_transaction(connection_name()) as tx:
+            async with transaction(connection_name()) as tx:
                 rows = list(await select().select_for_update(skip_locked=True).using_db(tx))
                 report, done, stores = await handle(rows, tx)
         else:
