@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -18,6 +19,7 @@ from tortoise.backends.asyncpg.client import TransactionWrapper as PgTransaction
 from tortoise.backends.sqlite.client import SqliteTransactionWrapper
 from tortoise.transactions import in_transaction
 
+import grocerysync.hub
 from grocerysync.hub import db
 from grocerysync.hub.app import create_app
 from grocerysync.hub.domain.scheduler import connection_name
@@ -106,10 +108,14 @@ async def test_tortoise_alone_leaks_there(test_app: RunningApp, monkeypatch: pyt
 
 
 def test_the_hub_opens_transactions_only_through_db_transaction() -> None:
-    from pathlib import Path
-
-    import grocerysync.hub
-
+    # tortoise's in_transaction, and what opens one inside tortoise (get_or_create, update_or_create, @atomic).
+    openers = ("in_transaction", "get_or_create", "update_or_create", "atomic(")
     source = Path(grocerysync.hub.__file__).parent
-    users = [p for p in source.rglob("*.py") if "in_transaction" in p.read_text() and p.name != "db.py"]
-    assert users == []
+    found = [
+        f"{path.relative_to(source)}: {name}"
+        for path in sorted(source.rglob("*.py"))
+        if path.name != "db.py"
+        for name in openers
+        if name in path.read_text()
+    ]
+    assert found == []
