@@ -42,6 +42,35 @@ def test_uncommitted_runs_leave_nothing(tmp_path: Path) -> None:
             store.commit_run(fingerprint="g", cursor=None, refresh=False)
 
 
+@pytest.mark.parametrize("refresh", [False, True])
+def test_a_first_run_stores_what_a_later_run_would(tmp_path: Path, refresh: bool) -> None:
+    # A store with no item takes the run's rows directly; one that holds an item stages and merges them.
+    # Either way the same rows come out, and only once committed.
+    def run(store: StateStore) -> None:
+        store.stage([("a", "1" * 16), ("b", "2" * 16)], present=True)
+        store.stage([("c", "~" + "3" * 16)], present=False)  # filtered out
+        store.stage([("a", "4" * 16)], present=True)  # a later write of one key wins
+
+    first, later = tmp_path / "first.sqlite", tmp_path / "later.sqlite"
+    with StateStore(later) as store:
+        store.stage([("z", "9" * 16)], present=True)
+        store.commit_run(fingerprint="f", cursor=None, refresh=False)
+    for path in (first, later):
+        with StateStore(path) as store:
+            run(store)  # and not committed
+        with StateStore(path) as store:
+            assert store.lookup(["a", "b", "c"]) == {}
+            run(store)
+            store.commit_run(fingerprint="g", cursor="42", refresh=refresh)
+    with StateStore(first) as a, StateStore(later) as b:
+        expected = {"a": "4" * 16, "b": "2" * 16, "c": "~" + "3" * 16}
+        assert a.lookup(["a", "b", "c"]) == expected == b.lookup(["a", "b", "c"])
+        assert (a.count_known(), b.count_known()) == (2, 3)
+        assert a.get_meta("cursor") == "42" == b.get_meta("cursor")
+        # A refresh invalidates what the store held before the run, not what the run wrote.
+        assert b.lookup(["z"]) == {"z": "" if refresh else "9" * 16}
+
+
 def test_dry_run_without_a_store_creates_none(tmp_path: Path) -> None:
     path = tmp_path / "state.sqlite"
     with StateStore(path, read_only=True) as store:

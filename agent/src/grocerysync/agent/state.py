@@ -9,6 +9,10 @@ Each batch is written with one statement of many rows (``VALUES (?, ?, ?), (?, ?
 :data:`ROWS_PER_STATEMENT` rows), its values bound by the sqlite3 module in C: half the cost of handing SQLite
 one JSON array to take apart. Lookups go by one JSON array (``json_each``).
 
+A store that holds no item yet (a job's first run, the one that reads the whole catalogue) skips the
+staging: there is nothing to merge with, so the rows go straight into ``items``, still uncommitted until the
+destination has committed; a failed first run leaves the store as empty as it found it.
+
 The whole run holds the store's write lock, which keeps two runs of one job from interleaving.
 """
 
@@ -119,6 +123,9 @@ class StateStore:
                 f"cannot open the delta store {path} for job {self._job!r}: {exc}; check that the state "
                 "directory is writable and the disk is not full"
             ) from None
+        # A store that holds no item yet (a job's first run) has nothing to merge with: the run writes its rows
+        # straight into it, in the run's one transaction, which a failed run rolls back all the same.
+        self._direct = not read_only and self._db.execute("SELECT 1 FROM items LIMIT 1").fetchone() is None
 
     def _connect(self) -> sqlite3.Connection:
         if self.read_only and self.path.exists():
@@ -211,8 +218,9 @@ class StateStore:
 
     def stage(self, rows: Sequence[tuple[str, str]], present: bool) -> None:
         """Stage ``(key, hash)`` rows of items the destination now has (``present``) or that are filtered
-        out; :meth:`commit_run` merges them into the store."""
-        head = "INSERT OR REPLACE INTO temp.pending (key, hash, present)"
+        out; :meth:`commit_run` merges them into the store (a store that held no item takes them at once,
+        uncommitted until then)."""
+        head = f"INSERT OR REPLACE INTO {'items' if self._direct else 'temp.pending'} (key, hash, present)"
         row = "(?, ?, 1)" if present else "(?, ?, 0)"
         with self._working():
             for count, piece in _chunks(_flat(rows), 2):
@@ -253,16 +261,17 @@ class StateStore:
             raise StateError("a dry run does not update the delta store")
         db = self._db
         try:
-            if refresh:
-                db.execute("UPDATE items SET hash = ''")
-            db.execute("DELETE FROM items WHERE key IN (SELECT key FROM temp.removed)")
-            # A filtered item the destination still has (its removal was refused or failed) keeps its
-            # row, so it is considered again next run.
-            db.execute(
-                "INSERT OR REPLACE INTO items (key, hash, present) SELECT p.key, p.hash, p.present "
-                "FROM temp.pending p WHERE p.present = 1 OR NOT EXISTS "
-                "(SELECT 1 FROM items i WHERE i.key = p.key AND i.present = 1)"
-            )
+            if not self._direct:  # else the store was empty: its rows are this run's, nothing to invalidate or remove
+                if refresh:
+                    db.execute("UPDATE items SET hash = ''")
+                db.execute("DELETE FROM items WHERE key IN (SELECT key FROM temp.removed)")
+                # A filtered item the destination still has (its removal was refused or failed) keeps its
+                # row, so it is considered again next run.
+                db.execute(
+                    "INSERT OR REPLACE INTO items (key, hash, present) SELECT p.key, p.hash, p.present "
+                    "FROM temp.pending p WHERE p.present = 1 OR NOT EXISTS "
+                    "(SELECT 1 FROM items i WHERE i.key = p.key AND i.present = 1)"
+                )
             meta: list[tuple[str, Any]] = [("fingerprint", fingerprint), ("cursor", cursor)]
             db.executemany("INSERT OR REPLACE INTO meta (name, value) VALUES (?, ?)", meta)
         except sqlite3.Error as exc:
