@@ -104,6 +104,7 @@ class RecordingDestination:
     fail_commit: bool = False
     open_error: Exception | None = None
     supports_delete: bool = True
+    spools: bool = False
     contexts: list[WriteContext] = field(default_factory=list)
     secrets_seen: list[str] = field(default_factory=list)
 
@@ -127,6 +128,7 @@ class RecordingDestination:
             check=check,
             open=open_,
             supports_delete=self.supports_delete,
+            spools=self.spools,
         )
 
     @property

@@ -219,6 +219,19 @@ async def test_reads_are_capped_but_the_destination_gets_whole_batches(
     assert [len(batch) for batch in dest.writes] == [1200, 1200, 100]
 
 
+async def test_a_spooling_destination_gets_each_batch_as_it_comes(
+    export, source: ListSource, dest: RecordingDestination
+) -> None:
+    # Holding items back to make whole batches only costs memory when writes go to a local file.
+    dest.spools = True
+    source.rows = make_rows(2500)
+    source.rows[3]["price"] = "-1"  # rejected: its batch is one short
+    summary = await export(make_job(options={"batch_size": 1200}))
+    assert (summary.sent, summary.rejected) == (2499, 1)
+    assert [len(batch) for batch in dest.writes] == [READ_BATCH - 1] + [READ_BATCH] * 9
+    assert dest.sent_ids == [row["item_id"] for n, row in enumerate(source.rows) if n != 3]
+
+
 async def test_keys_are_stripped_and_may_be_numbers_or_missing(
     export, source: ListSource, dest: RecordingDestination
 ) -> None:

@@ -152,7 +152,7 @@ class DirWriter:
             ids = {i.item_id for i in items}
             self.entries = [e for e in self.entries if e["item_id"] not in ids]
         self.entries += new
-        if self.fault == "no_transaction":
+        if self.fault in ("no_transaction", "spools_at_once"):
             _save(self.directory, self.entries)
 
     async def write(self, items: Sequence[Item]) -> list[ItemResult]:
@@ -189,6 +189,7 @@ def destination(fault: str | None = None) -> Destination:
         secrets_model=PlainSecrets if fault == "plain_secret" else DirSecrets,
         check=check,
         open=open_,
+        spools=fault != "no_transaction",  # a file until commit; "spools_at_once" says so but writes at once
     )
 
 

@@ -433,8 +433,11 @@ class _Run:
         self.buffer_hashes.update(hashes)
         self.buffer_refs.update(zip(by_key, map(_REF, by_key.values()), strict=True))
         self.buffer.extend(kept)
-        if len(self.buffer) >= self.options.batch_size:
-            await self._flush(writer)
+        # A destination that spools takes each batch as it comes: holding items back to make full batches
+        # would only cost memory (a validated item is about 2 KB).
+        spools = self.plan.destination.spools
+        if self.buffer and (spools or len(self.buffer) >= self.options.batch_size):
+            await self._flush(writer, final=spools)
 
     async def _flush(self, writer: DestinationWriter, *, final: bool = False) -> None:
         """Send the buffer's whole batches (``final``: everything) to the destination."""

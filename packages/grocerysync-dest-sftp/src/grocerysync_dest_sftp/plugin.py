@@ -16,6 +16,7 @@ DESTINATION = Destination(
     secrets_model=SftpSecrets,
     check=check,
     open=open_writer,
+    spools=True,  # the feed is a local file until commit
 )
 
 

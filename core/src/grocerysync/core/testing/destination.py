@@ -218,6 +218,10 @@ class DestinationContract:
             f"the destination says supports_delete={destination.supports_delete} but the contract test "
             f"declares {self.supports_delete}; make them agree"
         )
+        assert not destination.spools or self.transactional, (
+            "the destination says it spools (writes go to a local file until commit) but the contract test "
+            "declares transactional = False (writes are visible at once); one of them is wrong"
+        )
         assert destination.description.strip(), "the destination needs a description (the hub shows it)"
 
     def test_config_models_have_documented_json_schemas(self, destination: Destination) -> None:
