@@ -47,6 +47,7 @@ def test_a_first_run_stores_what_a_later_run_would(tmp_path: Path, refresh: bool
     # A store with no item takes the run's rows directly; one that holds an item stages and merges them.
     # Either way the same rows come out, and only once committed.
     def run(store: StateStore) -> None:
+        assert store.mark_seen(1, [("a", "row 2"), ("b", "row 3"), ("c", "row 4")]) == {}
         store.stage([("a", "1" * 16), ("b", "2" * 16)], present=True)
         store.stage([("c", "~" + "3" * 16)], present=False)  # filtered out
         store.stage([("a", "4" * 16)], present=True)  # a later write of one key wins
@@ -61,6 +62,8 @@ def test_a_first_run_stores_what_a_later_run_would(tmp_path: Path, refresh: bool
         with StateStore(path) as store:
             assert store.lookup(["a", "b", "c"]) == {}
             run(store)
+            # What the destination had before the run and this run did not see: nothing, or item z.
+            assert store.count_removals() == (0 if path == first else 1)
             store.commit_run(fingerprint="g", cursor="42", refresh=refresh)
     with StateStore(first) as a, StateStore(later) as b:
         expected = {"a": "4" * 16, "b": "2" * 16, "c": "~" + "3" * 16}

@@ -230,6 +230,8 @@ class StateStore:
 
     def count_removals(self) -> int:
         """Items the destination has that this run did not see (or now filters out)."""
+        if self._direct:
+            return 0  # the store held no item before this run: the destination has only what it was sent now
         return int(self._db.execute(f"SELECT count(*) {_REMOVALS}").fetchone()[0])
 
     def iter_removals(self, batch_size: int) -> Iterator[list[str]]:
