@@ -108,8 +108,8 @@ class Destination:
     - ``open(config, secrets, context)``: an async context manager yielding a
       :class:`DestinationWriter` for one run.
     - ``supports_delete``: False when the platform cannot delete items.
-    - ``spools``: True when ``write`` only appends to a local file until ``commit`` (a feed file, uploaded or
-      moved into place at the end), so that a small write costs what a large one does. The agent then hands
+    - ``spools``: True when ``write`` only appends to a file until ``commit`` (a feed file, uploaded or moved
+      into place at the end), so that a small write costs what a large one does. The agent then hands
       over each batch's items as soon as they are validated, instead of holding them back until it has the
       job's ``batch_size`` of them (which an API, where each write is a request, wants). Nothing a spooling
       destination is given may be visible before ``commit``.

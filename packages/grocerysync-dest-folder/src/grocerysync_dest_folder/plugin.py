@@ -15,7 +15,7 @@ DESTINATION = Destination(
     secrets_model=NoSecrets,
     check=check,
     open=open_writer,
-    spools=True,  # the feed is a local file until commit
+    spools=True,  # writes append to the feed's .part file, renamed into place on commit
 )
 
 

@@ -16,7 +16,7 @@ DESTINATION = Destination(
     secrets_model=SftpSecrets,
     check=check,
     open=open_writer,
-    spools=True,  # the feed is a local file until commit
+    spools=True,  # writes append to a local spool file, uploaded on commit
 )
 
 

@@ -219,7 +219,7 @@ class DestinationContract:
             f"declares {self.supports_delete}; make them agree"
         )
         assert not destination.spools or self.transactional, (
-            "the destination says it spools (writes go to a local file until commit) but the contract test "
+            "the destination says it spools (writes go to a file until commit) but the contract test "
             "declares transactional = False (writes are visible at once); one of them is wrong"
         )
         assert destination.description.strip(), "the destination needs a description (the hub shows it)"
