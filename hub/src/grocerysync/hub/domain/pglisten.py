@@ -173,8 +173,8 @@ class PgBridge:
             finally:
                 self.listening.clear()
                 if self._stopping:
-                    # Shutting down: no polite goodbye. Waiting for one (up to 5 s, longer than a query the
-                    # cancellation interrupted takes to wind down) held the hub's shutdown past its timeout.
+                    # Shutting down: no polite goodbye, which can take up to 5 s after a query the
+                    # cancellation interrupted; the connection is not used again.
                     conn.terminate()
                 else:
                     await _close(conn)
