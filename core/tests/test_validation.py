@@ -70,14 +70,32 @@ _ODD_CODES = [
 ]
 
 
+# Sizes as connectors give them: text the item model parses (or refuses), a dict, something else.
+_ODD_SIZES: list[Any] = [
+    "12 oz",
+    "1.5L",
+    " 6 ct ",
+    "2,5 kg",
+    "12 parsecs",
+    "oz",
+    "",
+    b"12 oz",
+    {"value": "2", "unit": "lb"},
+    {"value": "-2", "unit": "lb"},
+    12,
+]
+
+
 @st.composite
 def _raw_batches(draw: st.DrawFn) -> list[RawRecord]:
     records = []
     for n, item in enumerate(draw(st.lists(items(), min_size=1, max_size=12))):
         data: dict[str, Any] = item.model_dump(exclude_unset=True)
-        twist = draw(st.sampled_from(["none", "none", "none", "gtin", "unknown", "price", "weight", "item_id"]))
+        twist = draw(st.sampled_from(["none", "none", "gtin", "size", "unknown", "price", "weight", "item_id"]))
         if twist == "gtin":
             data["gtin"] = draw(st.sampled_from(_ODD_CODES) | gtins())
+        elif twist == "size":
+            data["size"] = draw(st.sampled_from(_ODD_SIZES))
         elif twist == "unknown":
             data[draw(st.sampled_from(["upc", "Price", "sale_price", "extras.x"]))] = "1"
         elif twist == "price":
@@ -101,6 +119,13 @@ def test_a_batch_validates_as_its_records_do_one_by_one(records: list[RawRecord]
 def test_each_kind_of_barcode_in_a_batch_of_good_ones(code: str) -> None:
     records = [RawRecord(f"row {n}", {**BASE, "item_id": str(n), "gtin": "036000291452"}) for n in range(5)]
     records.insert(2, RawRecord("row odd", {**BASE, "item_id": "odd", "gtin": code}))
+    _same(validate_records(records), _one_by_one(records))
+
+
+@pytest.mark.parametrize("size", _ODD_SIZES)
+def test_each_kind_of_size_in_a_batch_of_good_ones(size: Any) -> None:
+    records = [RawRecord(f"row {n}", {**BASE, "item_id": str(n), "size": "16 fl oz"}) for n in range(5)]
+    records.insert(3, RawRecord("row odd", {**BASE, "item_id": "odd", "size": size}))
     _same(validate_records(records), _one_by_one(records))
 
 
