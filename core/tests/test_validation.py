@@ -50,6 +50,7 @@ def _same(batch: tuple[list[Item], list[Rejection]], reference: tuple[list[Item]
     assert [type(i) for i in items_a] == [Item] * len(items_a)
     assert [i.model_dump() for i in items_a] == [i.model_dump() for i in items_b]
     assert [i.model_fields_set for i in items_a] == [i.model_fields_set for i in items_b]
+    assert items_a == items_b  # pydantic's equality: values, extra and private attributes, and the class
     assert rejections_a == rejections_b
 
 
