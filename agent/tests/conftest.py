@@ -58,6 +58,9 @@ class ListSource:
     bad_lines: list[Rejection] = field(default_factory=list)
     requests: list[ReadRequest] = field(default_factory=list)
     incremental: bool = False
+    #: Records per batch whatever the request asks (a connector whose batches are its own, such as a POS API's
+    #: pages); None: as asked.
+    batch: int | None = None
 
     def record(self) -> PosConnector:
         async def check(config: ListConfig) -> CheckResult:
@@ -67,7 +70,7 @@ class ListSource:
             self.requests.append(request)
             if config.fail:
                 raise OSError(f"cannot open {config.path}")
-            size = request.batch_size
+            size = self.batch or request.batch_size
             for start in range(0, max(len(self.rows), 1), size):
                 chunk = self.rows[start : start + size]
                 records = [RawRecord(f"row {start + n + 2}", dict(r)) for n, r in enumerate(chunk)]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from conftest import ListSource, RecordingDestination, make_job, make_rows
 
 from grocerysync.agent.pipeline import READ_BATCH
@@ -124,7 +125,9 @@ async def test_failed_commit_leaves_state_so_next_run_resends(
     assert dest.items[source.rows[3]["item_id"]].name == "Renamed"
 
 
-async def test_item_failures_are_counted_and_resent_next_run(export, dest: RecordingDestination) -> None:
+@pytest.mark.parametrize("spools", [False, True], ids=["buffered", "spooling"])
+async def test_item_failures_are_counted_and_resent_next_run(export, dest: RecordingDestination, spools: bool) -> None:
+    dest.spools = spools
     dest.fail_items = {"I00005": ["price below the platform minimum", False, 1], "I00006": ["no image", False, 1]}
     summary = await export()
     assert summary.status == "partially_failed"
@@ -230,6 +233,19 @@ async def test_a_spooling_destination_gets_each_batch_as_it_comes(
     assert (summary.sent, summary.rejected) == (2499, 1)
     assert [len(batch) for batch in dest.writes] == [READ_BATCH - 1] + [READ_BATCH] * 9
     assert dest.sent_ids == [row["item_id"] for n, row in enumerate(source.rows) if n != 3]
+
+
+async def test_a_spooling_destination_still_gets_at_most_batch_size_items_a_write(
+    export, source: ListSource, dest: RecordingDestination
+) -> None:
+    dest.spools = True
+    source.rows = make_rows(600)
+    source.batch = 250  # more than the 100 asked for
+    summary = await export(make_job(options={"batch_size": 100}))
+    assert summary.sent == 600
+    # Each batch read in writes of at most 100.
+    assert [len(batch) for batch in dest.writes] == [100, 100, 50, 100, 100, 50, 100]
+    assert dest.sent_ids == [row["item_id"] for row in source.rows]
 
 
 async def test_keys_are_stripped_and_may_be_numbers_or_missing(

@@ -47,7 +47,7 @@ def test_a_first_run_stores_what_a_later_run_would(tmp_path: Path, refresh: bool
     # A store with no item takes the run's rows directly; one that holds an item stages and merges them.
     # Either way the same rows come out, and only once committed.
     def run(store: StateStore) -> None:
-        assert store.mark_seen(1, [("a", "row 2"), ("b", "row 3"), ("c", "row 4")]) == {}
+        assert store.mark_seen(1, ["a", "b", "c"], ["row 2", "row 3", "row 4"]) == {}
         store.stage([("a", "1" * 16), ("b", "2" * 16)], present=True)
         store.stage([("c", "~" + "3" * 16)], present=False)  # filtered out
         store.stage([("a", "4" * 16)], present=True)  # a later write of one key wins
@@ -109,13 +109,14 @@ def test_batches_larger_than_one_statement_are_written_whole(tmp_path: Path) -> 
     count = 2 * ROWS_PER_STATEMENT + 3
     keys = [f"k{n}" for n in range(count)]
     with StateStore(tmp_path / "state.sqlite") as store:
-        assert store.mark_seen(1, [(k, f"row {n}") for n, k in enumerate(keys, 2)]) == {}
+        assert store.mark_seen(1, keys, [f"row {n}" for n, _ in enumerate(keys, 2)]) == {}
         # A key of the first statement's rows, seen again among the last statement's rows.
-        again = [(f"new{n}", "x") for n in range(ROWS_PER_STATEMENT + 1)] + [("k3", f"row {count + 9}")]
-        assert store.mark_seen(count + 1, again) == {"k3": "row 5"}
+        again = [f"new{n}" for n in range(ROWS_PER_STATEMENT + 1)] + ["k3"]
+        refs = ["x"] * (ROWS_PER_STATEMENT + 1) + [f"row {count + 9}"]
+        assert store.mark_seen(count + 1, again, refs) == {"k3": "row 5"}
         store.stage([(k, f"h{k}") for k in keys], True)
         store.stage([], True)  # a batch the destination refused whole
-        assert store.mark_seen(count + 3 + ROWS_PER_STATEMENT, []) == {}
+        assert store.mark_seen(count + 3 + ROWS_PER_STATEMENT, [], []) == {}
         store.commit_run(fingerprint="f", cursor=None, refresh=False)
     with StateStore(tmp_path / "state.sqlite") as store:
         assert store.count_known() == count
@@ -126,8 +127,8 @@ def test_keys_and_refs_of_any_text_survive_the_store(tmp_path: Path) -> None:
     # Rows go to SQLite as JSON: quotes, backslashes, non-ASCII and digit-only keys must come back as they went.
     keys = ["0042", 'a"b', "back\\slash", "\u00e9t\u00e9 \U0001f34e", "1e3", " spaced "]
     with StateStore(tmp_path / "state.sqlite") as store:
-        assert store.mark_seen(1, [(k, f"row {n}") for n, k in enumerate(keys, 2)]) == {}
-        assert store.mark_seen(7, [("new", "row 8"), ('a"b', "row 9")]) == {'a"b': "row 3"}
+        assert store.mark_seen(1, keys, [f"row {n}" for n, _ in enumerate(keys, 2)]) == {}
+        assert store.mark_seen(7, ["new", 'a"b'], ["row 8", "row 9"]) == {'a"b': "row 3"}
         store.stage([(k, f"{n:016x}") for n, k in enumerate(keys)], present=True)
         store.commit_run(fingerprint="f", cursor=None, refresh=False)
     with StateStore(tmp_path / "state.sqlite") as store:

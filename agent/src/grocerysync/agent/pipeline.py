@@ -15,7 +15,7 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -360,7 +360,7 @@ class _Run:
             problems.reject(batch.rejected)
         summary.read += len(batch.records)
         by_key, unkeyed, duplicates = _keyed(batch.records)
-        earlier = state.mark_seen(seq + 1, list(zip(by_key, map(_REF, by_key.values()), strict=True)))
+        earlier = state.mark_seen(seq + 1, list(by_key), list(map(_REF, by_key.values())))
         known = None if self.refresh else state.lookup(list(by_key))
         seq += len(by_key)
         hashes = record_hashes(by_key)
@@ -428,16 +428,20 @@ class _Run:
             keys = [i.item_id for i in dropped if i.item_id in hashes]
             self.state.mark_dropped(keys)
             self.state.stage([(k, FILTERED + hashes[k]) for k in keys], False)
+        if self.plan.destination.spools:
+            # A destination that spools takes each batch as it comes: holding items back to make full batches
+            # would only cost memory (a validated item is about 2 KB).
+            size = self.options.batch_size
+            for start in range(0, len(kept), size):
+                await self._send(writer, kept[start : start + size], hashes.get, by_key)
+            return
         # What a write's outcome needs, for the items waiting in the buffer: each one's hash (staged when the
         # destination accepts it) and ref (named when it refuses it), not the raw record, which can go now.
         self.buffer_hashes.update(hashes)
         self.buffer_refs.update(zip(by_key, map(_REF, by_key.values()), strict=True))
         self.buffer.extend(kept)
-        # A destination that spools takes each batch as it comes: holding items back to make full batches
-        # would only cost memory (a validated item is about 2 KB).
-        spools = self.plan.destination.spools
-        if self.buffer and (spools or len(self.buffer) >= self.options.batch_size):
-            await self._flush(writer, final=spools)
+        if len(self.buffer) >= self.options.batch_size:
+            await self._flush(writer)
 
     async def _flush(self, writer: DestinationWriter, *, final: bool = False) -> None:
         """Send the buffer's whole batches (``final``: everything) to the destination."""
@@ -445,23 +449,7 @@ class _Run:
         hashes, refs = self.buffer_hashes, self.buffer_refs
         while len(self.buffer) >= size or (final and self.buffer):
             batch, self.buffer = self.buffer[:size], self.buffer[size:]
-            ok, failed = await send_with_retry(
-                writer.write,
-                batch,
-                _item_key,
-                what=f"destination {self.plan.destination.name!r} write",
-                max_attempts=self.options.max_attempts,
-                base_delay=self.retry_delay,
-            )
-            self.summary.sent += len(ok)
-            # An item a transform added has no record and no hash: it is sent every run.
-            digests = list(map(hashes.get, ok))
-            if None in digests:
-                self.state.stage([(k, d) for k, d in zip(ok, digests, strict=True) if d is not None], True)
-            else:
-                self.state.stage(list(zip(ok, cast(list[str], digests), strict=True)), True)
-            for key, error in failed:
-                self.problems.fail(refs.get(key, f"item {key}"), key, "write", error)
+            await self._send(writer, batch, hashes.get, refs)
         if self.buffer:  # less than a batch waits for the next items: keep only what it needs
             waiting = [item.item_id for item in self.buffer]
             self.buffer_hashes = {k: hashes[k] for k in waiting if k in hashes}
@@ -469,6 +457,37 @@ class _Run:
         else:
             hashes.clear()
             refs.clear()
+
+    async def _send(
+        self,
+        writer: DestinationWriter,
+        batch: list[Item],
+        hash_of: Callable[[str], str | None],
+        refs: Mapping[str, str | RawRecord],
+    ) -> None:
+        """Write one batch; stage the hashes of what the destination accepted and report what it refused.
+
+        ``refs`` gives each item's ref, or its raw record (whose ref it is).
+        """
+        ok, failed = await send_with_retry(
+            writer.write,
+            batch,
+            _item_key,
+            what=f"destination {self.plan.destination.name!r} write",
+            max_attempts=self.options.max_attempts,
+            base_delay=self.retry_delay,
+        )
+        self.summary.sent += len(ok)
+        # An item a transform added has no record and no hash: it is sent every run.
+        digests = list(map(hash_of, ok))
+        if None in digests:
+            self.state.stage([(k, d) for k, d in zip(ok, digests, strict=True) if d is not None], True)
+        else:
+            self.state.stage(zip(ok, cast(list[str], digests), strict=True), True)
+        for key, error in failed:
+            ref = refs.get(key)
+            where = f"item {key}" if ref is None else ref if isinstance(ref, str) else ref.ref
+            self.problems.fail(where, key, "write", error)
 
     # -- removals ----------------------------------------------------------------------------
 

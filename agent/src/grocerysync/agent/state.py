@@ -187,24 +187,23 @@ class StateStore:
         with self._working():
             return dict(self._db.execute(sql, (_json(keys),)))
 
-    def mark_seen(self, first_seq: int, rows: Sequence[tuple[str, str]]) -> dict[str, str]:
-        """Record ``(key, ref)`` rows as read in this run, numbered from ``first_seq``; return
-        ``{key: earlier ref}`` for keys read before.
+    def mark_seen(self, first_seq: int, keys: Sequence[str], refs: Sequence[str]) -> dict[str, str]:
+        """Record ``keys`` (each with the ref of its record) as read in this run, numbered from ``first_seq``;
+        return ``{key: earlier ref}`` for keys read before.
 
         The common case (no duplicates) costs one statement: only when fewer rows went in than were
         given is the table asked which keys were already there.
         """
-        if not rows:
+        if not keys:
             return {}
-        keys, refs = zip(*rows, strict=True)
-        values = _flat(zip(keys, itertools.count(first_seq), refs))
+        values = _flat(zip(keys, itertools.count(first_seq), refs, strict=False))
         with self._working():
             before = self._db.total_changes
             for count, piece in _chunks(values, 3):
                 self._db.execute(_insert("INSERT OR IGNORE INTO temp.seen (key, seq, ref)", "(?, ?, ?)", count), piece)
-            if self._db.total_changes - before == len(rows):
+            if self._db.total_changes - before == len(keys):
                 return {}
-            seq_of = {key: seq for seq, (key, _) in enumerate(rows, first_seq)}
+            seq_of = {key: seq for seq, key in enumerate(keys, first_seq)}
             sql = "SELECT key, seq, ref FROM temp.seen WHERE key IN (SELECT value FROM json_each(?))"
             rows_now = self._db.execute(sql, (_json(list(seq_of)),))
             return {key: ref for key, seq, ref in rows_now if seq != seq_of[key]}
@@ -216,7 +215,7 @@ class StateStore:
                 "UPDATE temp.seen SET kept = 0 WHERE key IN (SELECT value FROM json_each(?))", (_json(keys),)
             )
 
-    def stage(self, rows: Sequence[tuple[str, str]], present: bool) -> None:
+    def stage(self, rows: Iterable[tuple[str, str]], present: bool) -> None:
         """Stage ``(key, hash)`` rows of items the destination now has (``present``) or that are filtered
         out; :meth:`commit_run` merges them into the store (a store that held no item takes them at once,
         uncommitted until then)."""
