@@ -10,11 +10,12 @@ import logging
 from pathlib import Path
 from types import SimpleNamespace
 
+import asyncssh
 import pytest
 import sshd as sshd_helper
 from grocerysync_dest_sftp import SftpConfig, SftpError, SftpSecrets, check, open_writer
 from grocerysync_dest_sftp.connection import connect
-from grocerysync_dest_sftp.destination import _transfer_sizes
+from grocerysync_dest_sftp.destination import _sftp_problem, _transfer_sizes
 from grocerysync_dest_sftp.plugin import DESTINATION
 
 from grocerysync.core.config import parse_config
@@ -358,3 +359,11 @@ async def test_a_large_feed_arrives_intact(sshd, remote_dir, tmp_path):
     (feed,) = remote_dir.iterdir()
     assert feed.read_bytes() == spooled
     assert len(spooled) > 4 * 256 * 1024
+
+
+@pytest.mark.parametrize("error", [asyncssh.SFTPConnectionLost("gone"), asyncssh.SFTPNoConnection("not open")])
+def test_a_connection_lost_during_sftp_is_retryable(sshd, remote_dir, error):
+    problem = _sftp_problem(error, config(sshd, remote_dir), "uploading feed.csv")
+    assert problem.retryable
+    assert "lost" in str(problem)
+    assert not _sftp_problem(asyncssh.SFTPPermissionDenied("denied"), config(sshd, remote_dir), "x").retryable

@@ -44,7 +44,9 @@ _MAX_DELAY = 300.0
 
 def _sftp_problem(exc: BaseException, config: SftpConfig, what: str) -> SftpError:
     """An SFTP status error as one line; lost connections stay retryable."""
-    if isinstance(exc, asyncssh.SFTPError) and not isinstance(exc, asyncssh.SFTPConnectionLost):
+    if isinstance(exc, asyncssh.SFTPConnectionLost | asyncssh.SFTPNoConnection):
+        return SftpError(f"{what}: the connection to {config.address} was lost ({exc.reason})", retryable=True)
+    if isinstance(exc, asyncssh.SFTPError):
         return SftpError(f"{what} on {config.address} failed for user {config.username!r}: {exc.reason}")
     return describe(exc, config, SftpSecrets.model_construct(password=None, private_key=None))
 
