@@ -6,7 +6,7 @@ pipeline runs exactly as it does with installed plugins.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,6 +108,8 @@ class RecordingDestination:
     open_error: Exception | None = None
     supports_delete: bool = True
     spools: bool = False
+    #: Awaited at the start of every write (a plugin's own background work, say).
+    on_write: Callable[[], Awaitable[None]] | None = None
     contexts: list[WriteContext] = field(default_factory=list)
     secrets_seen: list[str] = field(default_factory=list)
 
@@ -152,6 +154,8 @@ class _Writer:
         return ItemResult.failure(item_id, rule[0], retryable=rule[1])
 
     async def write(self, items: Sequence[Item]) -> list[ItemResult]:
+        if self.dest.on_write is not None:
+            await self.dest.on_write()
         if self.dest.fail_batches:
             self.dest.fail_batches -= 1
             raise DestinationError("rate limited (HTTP 429)", retryable=True)

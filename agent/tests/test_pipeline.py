@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import json
+import logging
 from pathlib import Path
 
 import pytest
@@ -376,3 +379,31 @@ async def test_summary_json_round_trips(export) -> None:
     assert doc["sent"] == 50
     assert doc["items_per_s"] > 0
     assert "exception" not in doc
+
+
+async def test_a_failed_task_a_plugin_leaves_unread_is_one_line_not_a_traceback(
+    export, dest: RecordingDestination, caplog: pytest.LogCaptureFixture
+) -> None:
+    # What asyncssh's parallel SFTP writes do when the connection drops mid-upload.
+    async def leave_a_failed_task() -> None:
+        async def parallel_write() -> None:
+            raise ConnectionError("connection lost")
+
+        task = asyncio.ensure_future(parallel_write())
+        await asyncio.sleep(0)  # it runs and fails, and nobody reads its exception
+        del task
+        gc.collect()
+
+    dest.on_write = leave_a_failed_task
+    loop = asyncio.get_running_loop()
+    handler_before = loop.get_exception_handler()
+    with caplog.at_level(logging.INFO):
+        summary = await export()
+    assert summary.status == "succeeded"
+    assert [r.getMessage() for r in caplog.records if r.name == "asyncio"] == []
+    lines = [r.getMessage() for r in caplog.records if "background task" in r.getMessage()]
+    assert lines
+    assert "parallel_write" in lines[0]
+    assert "ConnectionError: connection lost" in lines[0]
+    assert all(r.exc_info is None for r in caplog.records)
+    assert loop.get_exception_handler() is handler_before  # the run's handler is gone with the run

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
 import logging
+import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -292,6 +295,32 @@ async def test_upload_retries_until_the_server_is_back(sshd, remote_dir, tmp_pat
     assert line.startswith("uploaded ")
     (feed,) = remote_dir.iterdir()
     assert len(read_csv(feed)) == 2
+
+
+async def test_a_connection_dropped_during_the_upload_is_retried(sshd, remote_dir, tmp_path):
+    # Big enough (about 6 MB) that the upload is still going when the server side of the session is killed.
+    items = [
+        Item(item_id=f"N{n:06d}", gtin="012345678905", name=f"Item number {n} with a longer name", price="1.25")
+        for n in range(60_000)
+    ]
+    cfg = config(sshd, remote_dir, backoff=0.2, max_attempts=5)
+
+    async def drop_the_session_mid_upload() -> None:
+        while not any(p.name.endswith(".part") for p in remote_dir.iterdir()):
+            await asyncio.sleep(0.002)
+        for pid in sshd_helper._descendants(sshd.process.pid):  # the session, not the listener
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+    async with open_writer(cfg, key_secrets(sshd), context(tmp_path)) as writer:
+        await writer.write(items)
+        dropper = asyncio.create_task(drop_the_session_mid_upload())
+        line = await asyncio.wait_for(writer.commit(), 60)
+        await dropper
+    assert line.startswith("uploaded ")
+    assert writer.attempts >= 2
+    (feed,) = remote_dir.iterdir()  # the dropped attempt's part file is gone too
+    assert len(read_csv(feed)) == len(items)
 
 
 async def test_unreachable_server_fails_commit_with_one_line(sshd, remote_dir, tmp_path):

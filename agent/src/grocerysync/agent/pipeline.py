@@ -106,6 +106,40 @@ def _fewer_gc_passes() -> Iterator[None]:
         gc.set_threshold(*before)
 
 
+@contextlib.contextmanager
+def _leftover_tasks_in_one_line() -> Iterator[None]:
+    """While an export runs, report a task that failed and was dropped unread in one line, not a traceback.
+
+    Libraries that plugins use leave such tasks behind when a connection drops: asyncssh's parallel SFTP
+    writes, when the upload they belong to fails, end with "connection lost" errors nobody reads, and asyncio
+    prints each as "Task exception was never retrieved" with a traceback. The failure itself reaches the run
+    (its retries and its summary say what happened); the leftovers are noise in the agent's log.
+    """
+    loop = asyncio.get_running_loop()
+    previous = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        task = context.get("future")
+        if exc is None or context.get("message") != "Task exception was never retrieved" or task is None:
+            if previous is None:
+                loop.default_exception_handler(context)
+            else:
+                previous(loop, context)
+            return
+        coro = getattr(task, "get_coro", lambda: None)()
+        where = getattr(coro, "__qualname__", None) or type(task).__name__
+        log.info(
+            "a background task (%s) ended with %s: %s, which its caller did not collect", where, type(exc).__name__, exc
+        )
+
+    loop.set_exception_handler(handler)
+    try:
+        yield
+    finally:
+        loop.set_exception_handler(previous)
+
+
 async def run_export(
     job: JobSpec,
     *,
@@ -141,7 +175,7 @@ async def run_export(
     log.info("export %r run %s started (%s%s)", job.name, summary.run_id, summary.mode, ", dry run" if dry_run else "")
     try:
         plan = resolve(job, plugins)
-        with _fewer_gc_passes():
+        with _fewer_gc_passes(), _leftover_tasks_in_one_line():
             await _Run(job, plan, summary, state_dir, full, progress, retry_delay, cancel).execute()
     except _Cancelled:
         summary.status = "cancelled"
