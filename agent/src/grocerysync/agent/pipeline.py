@@ -132,6 +132,7 @@ def _leftover_tasks_in_one_line() -> Iterator[None]:
         log.info(
             "a background task (%s) ended with %s: %s, which its caller did not collect", where, type(exc).__name__, exc
         )
+        log.debug("the error of background task %s", where, exc_info=exc)  # for --debug
 
     loop.set_exception_handler(handler)
     try:
