@@ -306,7 +306,9 @@ async def test_a_connection_dropped_during_the_upload_is_retried(sshd, remote_di
     cfg = config(sshd, remote_dir, backoff=0.2, max_attempts=5)
 
     async def drop_the_session_mid_upload() -> None:
-        while not any(p.name.endswith(".part") for p in remote_dir.iterdir()):
+        for _ in range(5000):  # the part file appears when the upload opens it (polled: a folder sets no event)
+            if any(p.name.endswith(".part") for p in remote_dir.iterdir()):
+                break
             await asyncio.sleep(0.002)
         for pid in sshd_helper._descendants(sshd.process.pid):  # the session, not the listener
             with contextlib.suppress(ProcessLookupError):
