@@ -15,10 +15,11 @@ import logging
 import operator
 import threading
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, cast
 
@@ -114,6 +115,9 @@ def _leftover_tasks_in_one_line() -> Iterator[None]:
     writes, when the upload they belong to fails, end with "connection lost" errors nobody reads, and asyncio
     prints each as "Task exception was never retrieved" with a traceback. The failure itself reaches the run
     (its retries and its summary say what happened); the leftovers are noise in the agent's log.
+
+    The handler is the event loop's, set for the run and put back after it: the agent gives every export a loop
+    of its own (``asyncio.run`` in the CLI and in each run's thread).
     """
     loop = asyncio.get_running_loop()
     previous = loop.get_exception_handler()
@@ -468,7 +472,7 @@ class _Run:
             # would only cost memory (a validated item is about 2 KB).
             size = self.options.batch_size
             for start in range(0, len(kept), size):
-                await self._send(writer, kept[start : start + size], hashes.get, by_key)
+                await self._send(writer, kept[start : start + size], hashes.get, partial(_ref_of, by_key))
             return
         # What a write's outcome needs, for the items waiting in the buffer: each one's hash (staged when the
         # destination accepts it) and ref (named when it refuses it), not the raw record, which can go now.
@@ -484,7 +488,7 @@ class _Run:
         hashes, refs = self.buffer_hashes, self.buffer_refs
         while len(self.buffer) >= size or (final and self.buffer):
             batch, self.buffer = self.buffer[:size], self.buffer[size:]
-            await self._send(writer, batch, hashes.get, refs)
+            await self._send(writer, batch, hashes.get, refs.get)
         if self.buffer:  # less than a batch waits for the next items: keep only what it needs
             waiting = [item.item_id for item in self.buffer]
             self.buffer_hashes = {k: hashes[k] for k in waiting if k in hashes}
@@ -498,12 +502,10 @@ class _Run:
         writer: DestinationWriter,
         batch: list[Item],
         hash_of: Callable[[str], str | None],
-        refs: Mapping[str, str | RawRecord],
+        ref_of: Callable[[str], str | None],
     ) -> None:
-        """Write one batch; stage the hashes of what the destination accepted and report what it refused.
-
-        ``refs`` gives each item's ref, or its raw record (whose ref it is).
-        """
+        """Write one batch; stage the hashes of what the destination accepted and report what it refused, by the
+        ref of its record (``ref_of`` is asked only for those)."""
         ok, failed = await send_with_retry(
             writer.write,
             batch,
@@ -520,9 +522,7 @@ class _Run:
         else:
             self.state.stage(zip(ok, cast(list[str], digests), strict=True), True)
         for key, error in failed:
-            ref = refs.get(key)
-            where = f"item {key}" if ref is None else ref if isinstance(ref, str) else ref.ref
-            self.problems.fail(where, key, "write", error)
+            self.problems.fail(ref_of(key) or f"item {key}", key, "write", error)
 
     # -- removals ----------------------------------------------------------------------------
 
@@ -574,6 +574,13 @@ _item_key: Callable[[Item], str] = operator.attrgetter("item_id")
 
 
 _REF = operator.attrgetter("ref")
+
+
+def _ref_of(records: dict[str, RawRecord], key: str) -> str | None:
+    record = records.get(key)
+    return None if record is None else record.ref
+
+
 _DATA = operator.attrgetter("data")
 _ITEM_ID = operator.methodcaller("get", "item_id")
 
