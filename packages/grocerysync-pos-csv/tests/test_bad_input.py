@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import sys
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -77,7 +78,7 @@ async def test_short_row_that_still_has_every_mapped_column_goes_through(export)
         export(text, columns={"item_id": "ItemNo", "name": "Description", "price": "Price"})
     )
     assert rejected == []
-    assert records[0].data == {"item_id": "1", "name": "Milk", "price": "1.99"}
+    assert records[0].data == {"item_id": "1", "name": "Milk", "price": Decimal("1.99")}
 
 
 async def test_row_with_an_unquoted_delimiter_is_rejected(export) -> None:

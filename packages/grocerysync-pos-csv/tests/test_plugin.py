@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -31,7 +32,7 @@ async def test_loaded_connector_reads(export) -> None:
     from grocerysync.core.records import ReadRequest
 
     batches = [b async for b in connector.read(config, ReadRequest())]
-    assert [r.data for b in batches for r in b.records] == [{"item_id": "1", "name": "Milk", "price": "1.99"}]
+    assert [r.data for b in batches for r in b.records] == [{"item_id": "1", "name": "Milk", "price": Decimal("1.99")}]
 
 
 def test_every_config_field_is_documented_for_the_form() -> None:

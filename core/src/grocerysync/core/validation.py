@@ -14,6 +14,7 @@ message is exactly what ``Item.model_validate`` gives.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from decimal import Decimal
 from functools import partial
 from itertools import chain
 from operator import attrgetter, is_not
@@ -70,6 +71,8 @@ def describe_errors(errors: Sequence[Any]) -> str:
         if msg.startswith("Value error, "):
             msg = msg[len("Value error, ") :]
         value = err.get("input")
+        if isinstance(value, Decimal):  # a connector's plain number (see the CSV connector): shown as its text
+            value = str(value)
         if err["type"] == "missing":
             parts.append(f"{loc}: required value is missing")
         elif isinstance(value, str | int | float) and loc not in msg and str(value) not in msg:
