@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import asyncssh
 import pytest
 import sshd as sshd_helper
-from grocerysync_dest_sftp import SftpConfig, SftpError, SftpSecrets, check, open_writer
+from grocerysync_dest_sftp import SftpConfig, SftpError, SftpSecrets, check, destination, open_writer
 from grocerysync_dest_sftp.connection import connect
 from grocerysync_dest_sftp.destination import _sftp_problem, _transfer_sizes
 from grocerysync_dest_sftp.plugin import DESTINATION
@@ -323,6 +323,119 @@ async def test_a_connection_dropped_during_the_upload_is_retried(sshd, remote_di
     assert writer.attempts >= 2
     (feed,) = remote_dir.iterdir()  # the dropped attempt's part file is gone too
     assert len(read_csv(feed)) == len(items)
+
+
+@pytest.fixture
+def logins(monkeypatch):
+    """Every login the destination makes, as the connection it got (or the error)."""
+    made: list[object] = []
+    real = destination.connect
+
+    async def counted(*args, **kwargs):
+        try:
+            conn, fingerprint = await real(*args, **kwargs)
+        except Exception as exc:
+            made.append(exc)
+            raise
+        made.append(conn)
+        return conn, fingerprint
+
+    monkeypatch.setattr(destination, "connect", counted)
+    return made
+
+
+async def _session_opened(writer) -> None:
+    """Wait for the login the first write started to finish (it runs while the run goes on)."""
+    early = writer._early
+    assert early is not None, "the first write did not start the login"
+    await asyncio.wait_for(asyncio.shield(early), 20)
+
+
+async def test_the_first_write_logs_in_and_the_commit_uploads_over_that_session(sshd, remote_dir, tmp_path, logins):
+    async with open_writer(config(sshd, remote_dir), key_secrets(sshd), context(tmp_path)) as writer:
+        assert logins == []  # opening the feed connects nowhere
+        await writer.write(ITEMS[:2])
+        await _session_opened(writer)
+        assert len(logins) == 1
+        await writer.write(ITEMS[2:])
+        line = await writer.commit()
+    assert line.startswith("uploaded ")
+    assert len(logins) == 1  # no second login
+    assert writer.attempts == 1
+    (feed,) = remote_dir.iterdir()
+    assert [row["retailer_reference_code"] for row in read_csv(feed)] == ["A1", "B2"]
+    assert logins[0].is_closed()
+
+
+async def test_a_run_with_nothing_to_send_never_logs_in(sshd, remote_dir, tmp_path, logins):
+    async with open_writer(config(sshd, remote_dir), key_secrets(sshd), context(tmp_path, mode="delta")) as writer:
+        line = await writer.commit()
+    assert "nothing" in line
+    assert logins == []
+    assert names(remote_dir) == []
+
+
+async def test_a_session_dropped_while_the_run_goes_on_is_replaced_at_once(sshd, remote_dir, tmp_path, logins):
+    # A backoff of a minute: the replacement login must not wait for it (the test would time out).
+    cfg = config(sshd, remote_dir, backoff=60, max_attempts=2)
+    async with open_writer(cfg, key_secrets(sshd), context(tmp_path)) as writer:
+        await writer.write(ITEMS)
+        await _session_opened(writer)
+        for pid in sshd_helper._descendants(sshd.process.pid):  # the session, not the listener
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        line = await asyncio.wait_for(writer.commit(), 20)
+    assert line.startswith("uploaded ")
+    assert len(logins) == 2
+    assert writer.attempts == 2
+    (feed,) = remote_dir.iterdir()
+    assert len(read_csv(feed)) == 2
+
+
+async def test_a_run_that_fails_closes_the_session_it_opened(sshd, remote_dir, tmp_path, logins):
+    ctx = context(tmp_path)
+
+    async def failed_run() -> None:
+        async with open_writer(config(sshd, remote_dir), key_secrets(sshd), ctx) as writer:
+            await writer.write(ITEMS)
+            await _session_opened(writer)
+            raise RuntimeError("the run failed")
+
+    with pytest.raises(RuntimeError):
+        await failed_run()
+    (conn,) = logins
+    await asyncio.wait_for(conn.wait_closed(), 10)
+    assert names(remote_dir) == []
+    assert names(Path(ctx.work_dir)) == []
+
+
+async def test_a_run_that_fails_before_the_login_is_done_leaves_no_login_behind(sshd, remote_dir, tmp_path, logins):
+    writers = []
+
+    async def failed_run() -> None:
+        async with open_writer(config(sshd, remote_dir), key_secrets(sshd), context(tmp_path)) as writer:
+            writers.append(writer)
+            await writer.write(ITEMS)
+            raise RuntimeError("the run failed at once")  # the login has not even connected yet
+
+    with pytest.raises(RuntimeError):
+        await failed_run()
+    assert writers[0]._early is None
+    for conn in logins:  # cancelled before it logged in, or closed after
+        assert isinstance(conn, asyncssh.SSHClientConnection)
+        await asyncio.wait_for(conn.wait_closed(), 10)
+
+
+async def test_a_refused_login_is_reported_by_the_commit_in_one_line(sshd, remote_dir, tmp_path, logins):
+    wrong = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
+    cfg = config(sshd, remote_dir, max_attempts=3, backoff=60)
+    async with open_writer(cfg, SftpSecrets(private_key=wrong), context(tmp_path)) as writer:
+        await writer.write(ITEMS)
+        with pytest.raises(SftpError, match="authentication refused for user 'root'") as caught:
+            await asyncio.wait_for(writer.commit(), 20)
+    assert "\n" not in str(caught.value)
+    assert writer.attempts == 1  # not retried: a refused key stays refused
+    assert len(logins) == 2  # the one during the run, then the commit's own, which says why
 
 
 async def test_unreachable_server_fails_commit_with_one_line(sshd, remote_dir, tmp_path):

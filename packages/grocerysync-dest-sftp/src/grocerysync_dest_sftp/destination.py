@@ -4,6 +4,10 @@ The upload goes to ``.<name>.part`` in ``remote_dir`` and is renamed into place 
 SFTP posix-rename where the server offers it), so whatever picks files up on the server never sees
 half a file. A dropped, refused or timed-out connection is retried with exponential backoff; each
 attempt starts the upload again from scratch.
+
+The login is started in the background when the first items are spooled, so that the commit finds the SFTP
+session open rather than waiting for the server's handshake then (a run with nothing to send never logs in).
+Should that session fail in any way, the commit logs in again as if there had been none.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncssh
 
@@ -107,10 +112,13 @@ class SftpWriter:
         self._committed: str | None = None
         #: Upload attempts made by the last commit (for the run log and tests).
         self.attempts = 0
+        self._early: asyncio.Task[_Session | None] | None = None
 
     async def write(self, items: Sequence[Item]) -> list[ItemResult]:
-        """Spool the items (a local file: memory stays bounded)."""
+        """Spool the items (a local file: memory stays bounded); the first write starts the login."""
         self._check_open()
+        if self._early is None:
+            self._early = asyncio.ensure_future(self._log_in_early())
         return self._feed.write(items)
 
     async def delete(self, item_ids: Sequence[str]) -> list[ItemResult]:
@@ -132,11 +140,27 @@ class SftpWriter:
             self._committed = empty_feed_message(self.context.mode)
             return self._committed
         size = self.spool_path.stat().st_size
+        self.attempts = 0
+        session = await self._early_session()
+        if session is not None:
+            self.attempts = 1
+            try:
+                async with session.conn, session.sftp:
+                    await self._upload_with(session.sftp, size, retry=False)
+            except SftpError as exc:
+                if not exc.retryable:
+                    raise SftpError(f"upload of {self.remote_path} to {self.config.address} failed: {exc}") from None
+                # The session may have gone stale while the run went on: log in again at once, with every
+                # attempt of the configured retries still to come.
+                log.info("the upload over the session opened during the run failed (%s); logging in again", exc)
+            else:
+                self._committed = f"uploaded {self.remote_path} ({self._feed.summary()})"
+                return self._committed
         attempts = self.config.max_attempts
         for attempt in range(1, attempts + 1):
-            self.attempts = attempt
+            self.attempts += 1
             try:
-                await self._upload(size, retry=attempt > 1)
+                await self._upload(size, retry=self.attempts > 1)
                 break
             except SftpError as exc:
                 if not exc.retryable or attempt == attempts:
@@ -162,33 +186,84 @@ class SftpWriter:
         conn, _ = await connect(self.config, self.secrets)
         try:
             async with conn, conn.start_sftp_client() as sftp:
-                if retry and await _has_size(sftp, self.remote_path, size):
-                    return  # the last attempt renamed the file into place but lost the answer
-                await _remove_quietly(sftp, self.remote_part)
-                try:
-                    block_size, max_requests = _transfer_sizes(sftp)
-                    await sftp.put(
-                        str(self.spool_path), self.remote_part, block_size=block_size, max_requests=max_requests
+                await self._upload_with(sftp, size, retry=retry)
+        except SftpError:
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            raise _sftp_problem(exc, self.config, f"uploading {self.remote_path}") from None
+
+    async def _upload_with(self, sftp: asyncssh.SFTPClient, size: int, *, retry: bool) -> None:
+        try:
+            if retry and await _has_size(sftp, self.remote_path, size):
+                return  # the last attempt renamed the file into place but lost the answer
+            await _remove_quietly(sftp, self.remote_part)
+            try:
+                block_size, max_requests = _transfer_sizes(sftp)
+                await sftp.put(str(self.spool_path), self.remote_part, block_size=block_size, max_requests=max_requests)
+                uploaded = (await sftp.stat(self.remote_part)).size
+                if uploaded != size:
+                    raise SftpError(
+                        f"{self.remote_part} holds {uploaded} bytes after the upload, expected {size}", retryable=True
                     )
-                    uploaded = (await sftp.stat(self.remote_part)).size
-                    if uploaded != size:
-                        raise SftpError(
-                            f"{self.remote_part} holds {uploaded} bytes after the upload, expected {size}",
-                            retryable=True,
-                        )
-                    try:
-                        # Atomic replace, even over a file a previous attempt left under the final name.
-                        await sftp.posix_rename(self.remote_part, self.remote_path)
-                    except asyncssh.SFTPOpUnsupported:
-                        await sftp.rename(self.remote_part, self.remote_path)
-                except BaseException:
-                    await _remove_quietly(sftp, self.remote_part)
-                    raise
+                try:
+                    # Atomic replace, even over a file a previous attempt left under the final name.
+                    await sftp.posix_rename(self.remote_part, self.remote_path)
+                except asyncssh.SFTPOpUnsupported:
+                    await sftp.rename(self.remote_part, self.remote_path)
+            except BaseException:
+                await _remove_quietly(sftp, self.remote_part)
+                raise
         except SftpError:
             raise
         except (OSError, asyncssh.Error) as exc:
             raise _sftp_problem(exc, self.config, f"uploading {self.remote_path}") from None
         log.info("uploaded %s to %s (%s)", self.remote_path, self.config.address, human_size(size))
+
+    async def _log_in_early(self) -> _Session | None:
+        """Connect and open the SFTP session for the commit; None (and a debug line) if that fails: the commit
+        then connects itself, and reports what goes wrong."""
+        try:
+            conn, _ = await connect(self.config, self.secrets)
+        except SftpError as exc:
+            log.debug("logging in during the run failed: %s", exc)
+            return None
+        try:
+            sftp = await conn.start_sftp_client()
+        except (OSError, asyncssh.Error) as exc:
+            conn.close()
+            log.debug("opening the SFTP session during the run failed: %s", exc)
+            return None
+        except BaseException:  # cancelled: the run ended first
+            conn.close()
+            raise
+        return _Session(conn, sftp)
+
+    async def _early_session(self) -> _Session | None:
+        """The session the first write started, once open; None if it failed or there was none."""
+        early, self._early = self._early, None
+        if early is None:
+            return None
+        try:
+            return await early
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a defect: the commit's own login says what is wrong
+            log.debug("the login during the run failed: %s: %s", type(exc).__name__, exc)
+            return None
+
+    async def aclose(self) -> None:
+        """Close a session opened during the run that the commit did not use (a failed or cancelled run)."""
+        early, self._early = self._early, None
+        if early is None:
+            return
+        early.cancel()  # nothing, if it is done
+        await asyncio.wait([early])  # whatever it ended with; a cancellation of this task still comes through
+        if early.cancelled() or early.exception() is not None:
+            return  # it closed its connection, if it had one
+        session = early.result()
+        if session is not None:
+            session.sftp.exit()
+            session.conn.close()
 
     def discard(self) -> None:
         """Remove the local spool file."""
@@ -196,6 +271,11 @@ class SftpWriter:
             self._feed.discard()
         except OSError as exc:
             log.warning("could not remove spool file %s: %s", self.spool_path, exc.strerror or exc)
+
+
+class _Session(NamedTuple):
+    conn: asyncssh.SSHClientConnection
+    sftp: asyncssh.SFTPClient
 
 
 def _transfer_sizes(sftp: asyncssh.SFTPClient) -> tuple[int, int]:
@@ -227,4 +307,7 @@ async def open_writer(config: SftpConfig, secrets: SftpSecrets, context: WriteCo
     try:
         yield writer
     finally:
-        writer.discard()
+        try:
+            await writer.aclose()
+        finally:
+            writer.discard()
