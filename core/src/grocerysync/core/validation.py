@@ -16,7 +16,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from functools import partial
-from itertools import chain
 from operator import attrgetter, is_not
 from typing import Any
 
@@ -30,6 +29,7 @@ from grocerysync.core.results import RawRecord, Rejection
 _ITEMS = TypeAdapter(list[Item])
 _DATA = attrgetter("data")
 _GTIN = attrgetter("gtin")
+_FIELDS_SET = attrgetter("__pydantic_fields_set__")
 _not_none = partial(is_not, None)
 
 
@@ -110,7 +110,9 @@ def _batch_checked(data: list[Mapping[str, Any]], items: list[Item]) -> list[int
     does not have, or a barcode that is not a valid GTIN as it stands (the item model would normalise it or
     refuse it). The rest are the items the full schema makes."""
     again: set[int] = set()
-    if not ITEM_FIELDS.issuperset(chain.from_iterable(data)):
+    # An item's fields set holds the record's keys that are item fields (Item has no aliases): as many as the
+    # record has keys unless one of them is not. Two lengths an item, rather than a look-up a key.
+    if list(map(len, data)) != list(map(len, map(_FIELDS_SET, items))):
         again.update(i for i, record in enumerate(data) if not ITEM_FIELDS.issuperset(record))
     codes = list(filter(_not_none, map(_GTIN, items)))
     if not all_valid_gtins(codes):
