@@ -22,6 +22,7 @@ import argparse
 import csv
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -144,6 +145,10 @@ def main() -> int:
                 "peak_rss_mb": round(max(rss for _, rss, _ in runs), 1),
                 "process_wall_s": round(wall, 2),
                 "runs_items_per_s": [round(run[0]["items_per_s"]) for run in runs],
+                "runs_peak_rss_mb": [round(rss, 1) for _, rss, _ in runs],
+                # Linux counts the memory of the process that starts the agent (this one) into the agent's peak
+                # (ru_maxrss carries over through fork and exec): the agent's own figure holds only above this.
+                "runner_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
                 "floors_items_per_s": [round(f) for f in floors],
             }
         )
