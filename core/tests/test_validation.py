@@ -139,10 +139,54 @@ def test_an_unknown_field_is_refused_in_a_batch_too() -> None:
     assert "upc" in rejections[0].reason
 
 
+@pytest.fixture
+def no_known_sizes():
+    """The size table empty for the test, and as it was afterwards (the batch schema holds that very dict)."""
+    kept = dict(validation._SIZE_TEXTS)
+    validation._SIZE_TEXTS.clear()
+    yield validation._SIZE_TEXTS
+    validation._SIZE_TEXTS.clear()
+    validation._SIZE_TEXTS.update(kept)
+
+
+def _sized(size: Any, n: int = 6) -> list[RawRecord]:
+    return [RawRecord(f"row {i + 2}", {**BASE, "item_id": str(i), "size": size}) for i in range(n)]
+
+
+def test_a_size_text_is_read_by_the_item_model_once_then_looked_up(no_known_sizes, monkeypatch) -> None:
+    _same(validate_records(_sized("12 fl. oz")), _one_by_one(_sized("12 fl. oz")))
+    assert no_known_sizes == {"12 fl. oz": Item.model_validate({**BASE, "size": "12 fl. oz"}).size}
+    full = []
+    real = validation._validate_full
+    monkeypatch.setattr(validation, "_validate_full", lambda records, data: full.append(records) or real(records, data))
+    records = [*_sized("12 fl. oz"), RawRecord("row 9", {**BASE, "item_id": "new", "size": "2 lb"})]
+    _same(validate_records(records), _one_by_one(records))
+    assert [[r.ref for r in batch] for batch in full] == [["row 9"]]  # only the text not met before
+    assert set(no_known_sizes) == {"12 fl. oz", "2 lb"}
+
+
+def test_a_size_the_table_does_not_know_is_never_taken_for_no_size(no_known_sizes) -> None:
+    for size in ["3 ct", "12 parsecs", "", " 3 ct", b"3 ct", 3, {"value": "3", "unit": "ct"}]:
+        records = [*_sized("3 ct", 3), RawRecord("row 9", {**BASE, "item_id": "odd", "size": size}), *_sized(None, 2)]
+        _same(validate_records(records), _one_by_one(records))
+    assert "12 parsecs" not in no_known_sizes  # refused texts are not remembered
+    assert "" not in no_known_sizes
+
+
+def test_the_size_table_stops_growing_at_its_limit(no_known_sizes, monkeypatch) -> None:
+    monkeypatch.setattr(validation, "_SIZE_TEXTS_MAX", 2)
+    records = [RawRecord(f"row {n}", {**BASE, "item_id": str(n), "size": f"{n + 1} oz"}) for n in range(4)]
+    _same(validate_records(records), _one_by_one(records))
+    assert list(no_known_sizes) == ["1 oz", "2 oz"]
+    _same(validate_records(records), _one_by_one(records))  # the others still read right, every time
+    assert list(no_known_sizes) == ["1 oz", "2 oz"]
+
+
 def test_the_batch_schema_is_in_use() -> None:
     # Built from Item's own schema; None would mean pydantic laid it out differently and every batch pays
     # for the per-item checks again (still correct, only slower).
     assert validation._BATCH is not None
+    assert validation._BATCH_SIZED is not None
     with pytest.raises(ValidationError):
         validation._BATCH.validate_python([{**BASE, "price": "-1"}])
     lenient = validation._BATCH.validate_python([{**BASE, "gtin": "036000291453", "upc": "x"}])

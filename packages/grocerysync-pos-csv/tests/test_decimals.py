@@ -14,7 +14,9 @@ from hypothesis import strategies as st
 from grocerysync.core.results import RawRecord
 from grocerysync.core.validation import validate_records
 
-PLAIN = ["0", "6.39", "007", "1.50", "999999.9999", "1000000.00", "123456789", "0.000000001", "12345678901234567890"]
+PLAIN = ["0", "0.0", "6.39", "1.50", "999999.9999", "1000000.00", "123456789", "0.000001", "12345678901234567890"]
+# Plain, but their Decimal prints otherwise (7, 1E-7): they stay text, so that messages show what the POS wrote.
+PRINTED_OTHERWISE = ["007", "01000000", "0.0000001", "00.5"]
 NOT_PLAIN = ["", " 5", "5 ", "1_000", "1e3", "-1", "+1", "NaN", "Infinity", ".5", "5.", "1.2.3", "\u0661\u0662", "1,5"]
 
 
@@ -25,7 +27,7 @@ def test_a_plain_number_becomes_its_decimal_and_anything_else_stays_the_same_tex
         assert isinstance(value, Decimal)
         assert value == Decimal(text)
         assert str(value) == str(Decimal(text))  # the same exponent: "1.50" stays 1.50
-    for text in NOT_PLAIN:
+    for text in NOT_PLAIN + PRINTED_OTHERWISE:
         assert texts.convert(text, text) is text
         assert texts.get(text) is None
 
@@ -66,7 +68,7 @@ async def test_rows_with_the_same_number_share_one_decimal(tmp_path: Path) -> No
 
 
 number_texts = st.one_of(
-    st.sampled_from(PLAIN + NOT_PLAIN),
+    st.sampled_from(PLAIN + NOT_PLAIN + PRINTED_OTHERWISE),
     st.from_regex(r"\A[0-9]{1,12}(\.[0-9]{1,6})?\Z"),
     st.decimals(allow_nan=False, allow_infinity=False, places=4).map(str),
     st.text(alphabet="0123456789.,-+_ eE$\u0661", max_size=10),
@@ -75,6 +77,7 @@ number_texts = st.one_of(
 
 @given(price=number_texts, cost=number_texts, stock=number_texts, sale=number_texts)
 @example(price="1000000.00", cost="6.39", stock="123456789", sale="0")
+@example(price="0", cost="0", stock="0", sale="01000000")
 def test_items_and_reasons_are_those_the_text_would_give(price: str, cost: str, stock: str, sale: str) -> None:
     """Validating the converted values gives the very items and rejection reasons the text gives."""
     texts = DecimalTexts()

@@ -150,6 +150,10 @@ class DecimalTexts:
         if _PLAIN_NUMBER(text) is None:
             return text
         value = Decimal(text)
+        if str(value) != text:
+            # "007" or "0.0000001" (shown as 7 and 1E-7): a message about the value would not show what the POS
+            # wrote, so the item model gets the text, as for anything else.
+            return text
         if self._room > 0:
             self._known[raw] = value
             self._room -= 1
