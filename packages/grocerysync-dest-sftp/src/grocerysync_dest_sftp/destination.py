@@ -145,8 +145,7 @@ class SftpWriter:
         if session is not None:
             self.attempts = 1
             try:
-                async with session.conn, session.sftp:
-                    await self._upload_with(session.sftp, size, retry=False)
+                await self._upload(size, retry=False, session=session)
             except SftpError as exc:
                 if not exc.retryable:
                     raise SftpError(f"upload of {self.remote_path} to {self.config.address} failed: {exc}") from None
@@ -182,42 +181,43 @@ class SftpWriter:
         self._committed = f"uploaded {self.remote_path} ({self._feed.summary()})"
         return self._committed
 
-    async def _upload(self, size: int, *, retry: bool) -> None:
-        conn, _ = await connect(self.config, self.secrets)
+    async def _upload(self, size: int, *, retry: bool, session: _Session | None = None) -> None:
+        """One upload attempt, over ``session`` (opened during the run) or over a login of its own."""
         try:
-            async with conn, conn.start_sftp_client() as sftp:
-                await self._upload_with(sftp, size, retry=retry)
-        except SftpError:
-            raise
-        except (OSError, asyncssh.Error) as exc:
-            raise _sftp_problem(exc, self.config, f"uploading {self.remote_path}") from None
-
-    async def _upload_with(self, sftp: asyncssh.SFTPClient, size: int, *, retry: bool) -> None:
-        try:
-            if retry and await _has_size(sftp, self.remote_path, size):
-                return  # the last attempt renamed the file into place but lost the answer
-            await _remove_quietly(sftp, self.remote_part)
-            try:
-                block_size, max_requests = _transfer_sizes(sftp)
-                await sftp.put(str(self.spool_path), self.remote_part, block_size=block_size, max_requests=max_requests)
-                uploaded = (await sftp.stat(self.remote_part)).size
-                if uploaded != size:
-                    raise SftpError(
-                        f"{self.remote_part} holds {uploaded} bytes after the upload, expected {size}", retryable=True
-                    )
-                try:
-                    # Atomic replace, even over a file a previous attempt left under the final name.
-                    await sftp.posix_rename(self.remote_part, self.remote_path)
-                except asyncssh.SFTPOpUnsupported:
-                    await sftp.rename(self.remote_part, self.remote_path)
-            except BaseException:
-                await _remove_quietly(sftp, self.remote_part)
-                raise
+            if session is None:
+                conn, _ = await connect(self.config, self.secrets)
+                async with conn, conn.start_sftp_client() as sftp:
+                    await self._transfer(sftp, size, retry=retry)
+            else:
+                async with session.conn, session.sftp:
+                    await self._transfer(session.sftp, size, retry=retry)
         except SftpError:
             raise
         except (OSError, asyncssh.Error) as exc:
             raise _sftp_problem(exc, self.config, f"uploading {self.remote_path}") from None
         log.info("uploaded %s to %s (%s)", self.remote_path, self.config.address, human_size(size))
+
+    async def _transfer(self, sftp: asyncssh.SFTPClient, size: int, *, retry: bool) -> None:
+        """Upload the spool file to the part file, check its size, rename it into place."""
+        if retry and await _has_size(sftp, self.remote_path, size):
+            return  # the last attempt renamed the file into place but lost the answer
+        await _remove_quietly(sftp, self.remote_part)
+        try:
+            block_size, max_requests = _transfer_sizes(sftp)
+            await sftp.put(str(self.spool_path), self.remote_part, block_size=block_size, max_requests=max_requests)
+            uploaded = (await sftp.stat(self.remote_part)).size
+            if uploaded != size:
+                raise SftpError(
+                    f"{self.remote_part} holds {uploaded} bytes after the upload, expected {size}", retryable=True
+                )
+            try:
+                # Atomic replace, even over a file a previous attempt left under the final name.
+                await sftp.posix_rename(self.remote_part, self.remote_path)
+            except asyncssh.SFTPOpUnsupported:
+                await sftp.rename(self.remote_part, self.remote_path)
+        except BaseException:
+            await _remove_quietly(sftp, self.remote_part)
+            raise
 
     async def _log_in_early(self) -> _Session | None:
         """Connect and open the SFTP session for the commit; None (and a debug line) if that fails: the commit
