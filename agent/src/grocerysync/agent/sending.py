@@ -24,6 +24,9 @@ _RESULT_OK = operator.attrgetter("ok")
 
 #: Longest wait between two attempts, whatever the attempt number.
 MAX_DELAY_S = 30.0
+#: Longest wait a destination's ``retry_after`` gets: a platform asking for more fails the batch when the
+#: attempts run out rather than holding the run for longer.
+MAX_RETRY_AFTER_S = 300.0
 
 
 def backoff(attempt: int, base: float) -> float:
@@ -33,6 +36,14 @@ def backoff(attempt: int, base: float) -> float:
     delay: float = min(base * 2 ** (attempt - 1), MAX_DELAY_S)
     # Jitter spreads out many stores retrying against one platform at the same moment.
     return delay * (0.5 + random.random() / 2)  # noqa: S311
+
+
+def _delay(attempt: int, base: float, retry_after: float | None) -> float:
+    """The backoff, or the wait the destination asked for if that is longer (capped at MAX_RETRY_AFTER_S)."""
+    delay = backoff(attempt, base)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+    return delay
 
 
 async def send_with_retry(
@@ -46,9 +57,10 @@ async def send_with_retry(
 ) -> tuple[list[str], list[tuple[str, str]]]:
     """Call ``call(batch)`` and retry what failed transiently; return ``(ok keys, [(key, error)])``.
 
-    A retryable :class:`DestinationError` retries the whole (remaining) batch; retryable per-item results
-    retry just those items. Anything not retryable, or still failing after ``max_attempts``, is a
-    failure. A non-retryable ``DestinationError`` (or one that keeps coming) stops the run.
+    A retryable :class:`DestinationError` retries the whole (remaining) batch, after the backoff or after its
+    ``retry_after`` if that is longer; retryable per-item results retry just those items. Anything not
+    retryable, or still failing after ``max_attempts``, is a failure. A non-retryable ``DestinationError`` (or
+    one that keeps coming) stops the run.
     """
     ok: list[str] = []
     failed: list[tuple[str, str]] = []
@@ -59,7 +71,7 @@ async def send_with_retry(
             results = await call(todo)
         except DestinationError as exc:
             if exc.retryable and attempt < max_attempts:
-                await asyncio.sleep(backoff(attempt, base_delay))
+                await asyncio.sleep(_delay(attempt, base_delay, exc.retry_after))
                 attempt += 1
                 continue
             if exc.retryable:

@@ -24,8 +24,13 @@ class SourceError(GrocerySyncError):
 
 
 class DestinationError(GrocerySyncError):
-    """The destination failed as a whole. ``retryable`` marks transient failures."""
+    """The destination failed as a whole. ``retryable`` marks transient failures; ``retry_after`` is how many
+    seconds the platform asked to wait before the next attempt (an HTTP 429 or 503 answer's ``Retry-After``),
+    which makes the failure retryable: the agent waits at least that long, up to five minutes."""
 
-    def __init__(self, message: str, *, retryable: bool = False) -> None:
+    def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
-        self.retryable = retryable
+        if retry_after is not None and not retry_after >= 0:  # also refuses NaN
+            raise ValueError(f"retry_after must be a number of seconds >= 0, not {retry_after!r}")
+        self.retry_after = retry_after
+        self.retryable = retryable or retry_after is not None
