@@ -53,18 +53,11 @@ def _batch_schema(*, sized: bool = False) -> SchemaValidator | None:
     if model.get("type") != "model" or model.get("cls") is not Item:
         return None
     fields = model["schema"].get("fields", {})
-    try:
-        default = fields["gtin"]["schema"]
-        nullable = default["schema"]
-        check = nullable["schema"]
-    except (KeyError, TypeError):
-        return None
-    if (default.get("type"), nullable.get("type"), check.get("type")) != ("default", "nullable", "function-after"):
-        return None
-    if check.get("function", {}).get("function") is not _gtin:
+    check = _optional_validator(fields.get("gtin"), "function-after")
+    if check is None or check.get("function", {}).get("function") is not _gtin:
         return None
     # Copies of the parts that change; everything else is shared with Item's own schema.
-    gtin = {**fields["gtin"], "schema": {**default, "schema": {**nullable, "schema": check["schema"]}}}
+    gtin = _with_optional_validator(fields["gtin"], check["schema"])
     config = {**model.get("config", {}), "extra_fields_behavior": "ignore"}
     batch_fields = {**fields, "gtin": gtin}
     if sized:
@@ -81,19 +74,37 @@ def _size_lookup(field: Any) -> dict[str, Any] | None:
     """A copy of the size field's schema that takes a size text's :class:`Size` from :data:`_SIZE_TEXTS`
     (None, as if no size were given, when the table does not know the text; a TypeError when the value cannot
     be looked up, such as a dict), or None when the field is not laid out as expected."""
-    try:
-        default = field["schema"]
-        nullable = default["schema"]
-        wrap = nullable["schema"]
-    except (KeyError, TypeError):
-        return None
-    if (default.get("type"), nullable.get("type"), wrap.get("type")) != ("default", "nullable", "function-wrap"):
+    wrap = _optional_validator(field, "function-wrap")
+    if wrap is None:
         return None
     function = wrap.get("function", {}).get("function")
     if getattr(function, "__func__", None) is not getattr(Size._parse_text, "__func__", Size._parse_text):
         return None
-    lookup = {"type": "function-plain", "function": {"type": "no-info", "function": _SIZE_TEXTS.get}}
-    return {**field, "schema": {**default, "schema": {**nullable, "schema": lookup}}}
+    return _with_optional_validator(
+        field, {"type": "function-plain", "function": {"type": "no-info", "function": _SIZE_TEXTS.get}}
+    )
+
+
+def _optional_validator(field: Any, kind: str) -> dict[str, Any] | None:
+    """The validator of an optional model field (``default`` -> ``nullable`` -> a schema of type ``kind``), or
+    None when the field is not laid out so."""
+    try:
+        default = field["schema"]
+        nullable = default["schema"]
+        inner = nullable["schema"]
+    except (KeyError, TypeError):
+        return None
+    if (default.get("type"), nullable.get("type"), inner.get("type")) != ("default", "nullable", kind):
+        return None
+    return dict(inner)
+
+
+def _with_optional_validator(field: dict[str, Any], inner: dict[str, Any]) -> dict[str, Any]:
+    """A copy of an optional model field (as :func:`_optional_validator` reads it) with ``inner`` in place of
+    its validator; the rest is shared with the field."""
+    default = field["schema"]
+    nullable = default["schema"]
+    return {**field, "schema": {**default, "schema": {**nullable, "schema": inner}}}
 
 
 _BATCH = _batch_schema()
