@@ -29,7 +29,7 @@ def test_a_plain_number_becomes_its_decimal_and_anything_else_stays_the_same_tex
         assert str(value) == str(Decimal(text))  # the same exponent: "1.50" stays 1.50
     for text in NOT_PLAIN + PRINTED_OTHERWISE:
         assert texts.convert(text, text) is text
-        assert texts.get(text) is None
+        assert texts.get(text) is text  # remembered as it is, so the next row with it costs a look-up
 
 
 def test_each_text_is_converted_once_and_remembered_under_the_text_in_the_file() -> None:
@@ -37,6 +37,9 @@ def test_each_text_is_converted_once_and_remembered_under_the_text_in_the_file()
     first = texts.convert("$6.39", "6.39")
     assert texts.get("$6.39") is first
     assert texts.get("6.39") is None  # remembered as the file has it, which is what the next row looks up
+    assert texts.convert("1.234,50 €", "1234.50") == Decimal("1234.50")
+    assert texts.convert("$-1", "-1") == "-1"
+    assert texts.get("$-1") == "-1"  # the converted text: what the item model got the first time
 
 
 def test_only_the_first_texts_are_remembered() -> None:

@@ -141,7 +141,7 @@ def validate_records(records: Sequence[RawRecord]) -> tuple[list[Item], list[Rej
         sized = _BATCH_SIZED is not None
         try:
             try:
-                items: list[Item] = (_BATCH_SIZED or _BATCH).validate_python(data)
+                items: list[Item] = (_BATCH_SIZED if _BATCH_SIZED is not None else _BATCH).validate_python(data)
             except TypeError:
                 if not sized:
                     raise

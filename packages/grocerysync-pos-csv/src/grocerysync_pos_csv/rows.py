@@ -139,21 +139,21 @@ class DecimalTexts:
     """
 
     def __init__(self, size: int = 1024) -> None:
-        self._known: dict[str, Decimal] = {}
-        #: The Decimal remembered for a text as it is in the file, or None.
+        self._known: dict[str, Decimal | str] = {}
+        #: What :meth:`convert` gave for a text as it is in the file (a Decimal or the converted text), or None.
         self.get = self._known.get
         self._room = size
 
     def convert(self, raw: str, text: str) -> Decimal | str:
         """``text`` (``raw`` after the column's conversion: currency symbols, decimal commas) as a Decimal when
-        it is a plain number, remembered under ``raw`` while there is room; else ``text`` itself."""
-        if _PLAIN_NUMBER(text) is None:
-            return text
-        value = Decimal(text)
-        if str(value) != text:
-            # "007" or "0.0000001" (shown as 7 and 1E-7): a message about the value would not show what the POS
+        it is a plain number, else ``text`` itself; remembered under ``raw`` while there is room."""
+        value: Decimal | str = text
+        if _PLAIN_NUMBER(text) is not None:
+            number = Decimal(text)
+            # "007" or "0.0000001" print as 7 and 1E-7: a message about the value would not show what the POS
             # wrote, so the item model gets the text, as for anything else.
-            return text
+            if str(number) == text:
+                value = number
         if self._room > 0:
             self._known[raw] = value
             self._room -= 1
