@@ -26,11 +26,12 @@ class SourceError(GrocerySyncError):
 class DestinationError(GrocerySyncError):
     """The destination failed as a whole. ``retryable`` marks transient failures; ``retry_after`` is how many
     seconds the platform asked to wait before the next attempt (an HTTP 429 or 503 answer's ``Retry-After``),
-    which makes the failure retryable: the agent waits at least that long, up to five minutes."""
+    which makes the failure retryable: the agent waits at least that long, up to five minutes. A wait below
+    zero (a ``Retry-After`` date already past) counts as none; one that is not a number (NaN) is ignored."""
 
     def __init__(self, message: str, *, retryable: bool = False, retry_after: float | None = None) -> None:
         super().__init__(message)
-        if retry_after is not None and not retry_after >= 0:  # also refuses NaN
-            raise ValueError(f"retry_after must be a number of seconds >= 0, not {retry_after!r}")
+        if retry_after is not None:
+            retry_after = max(0.0, float(retry_after)) if retry_after == retry_after else None
         self.retry_after = retry_after
         self.retryable = retryable or retry_after is not None
